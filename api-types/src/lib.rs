@@ -1,0 +1,465 @@
+//! The wire contract of Tideway's public API: the JSON bodies of `/api/v1`, shared by the
+//! server, the CLI, the web console and (later) the gRPC and IDE clients.
+//!
+//! This crate owns shapes and the DNS-label vocabulary, nothing else: it never does I/O,
+//! never talks to a database and never holds domain rules beyond "what a valid name is".
+//! Every request body rejects unknown fields so typos fail loudly instead of being ignored.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub mod name;
+
+/// Labels attached to namespaces and apps.
+pub type Labels = BTreeMap<String, String>;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorInfo,
+}
+
+/// A stable, machine-readable error.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorInfo {
+    /// Stable snake_case code, e.g. `not_found`, `invalid_name`, `precondition_failed`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Structured context (field names, limits, current values).
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// One page of a list endpoint. Pass `next_cursor` back as `?cursor=` to get the next page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// An environment that groups apps (TEM's 环境); `default` always exists.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Namespace {
+    pub name: String,
+    pub labels: Labels,
+    pub created_at: DateTime<Utc>,
+    pub generation: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceCreate {
+    /// A DNS label: 1–63 of `a-z`, `0-9`, `-`, starting and ending alphanumeric.
+    pub name: String,
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamespacePatch {
+    #[serde(default)]
+    pub labels: Option<Labels>,
+}
+
+/// An application: a named service with versions, instances and policies.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct App {
+    pub namespace: String,
+    pub name: String,
+    pub description: String,
+    pub labels: Labels,
+    /// Desired instance count of the current version (when no autoscaler overrides it).
+    pub replicas: u32,
+    /// The version serving traffic, once a release has succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Increases on every change; also served as the `ETag`.
+    pub generation: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppCreate {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub labels: Labels,
+    /// Defaults to 1.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+}
+
+/// Merge-style update: absent fields are left as they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppPatch {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub labels: Option<Labels>,
+}
+
+/// How an instance is started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Shell command run in the unpacked artifact, with `$PORT` set.
+    pub command: String,
+}
+
+/// How readiness and liveness are checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// HTTP path probed with GET; 2xx/3xx is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// Probe by opening a TCP connection instead of HTTP.
+    #[serde(default)]
+    pub tcp: bool,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u32,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u32,
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_interval_ms() -> u32 {
+    1000
+}
+fn default_timeout_ms() -> u32 {
+    1000
+}
+fn default_healthy_threshold() -> u32 {
+    1
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            http: None,
+            tcp: true,
+            interval_ms: default_interval_ms(),
+            timeout_ms: default_timeout_ms(),
+            healthy_threshold: default_healthy_threshold(),
+            unhealthy_threshold: default_unhealthy_threshold(),
+        }
+    }
+}
+
+/// Resource limits per instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u32>,
+}
+
+/// Lifecycle of a version's artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionState {
+    Building,
+    Ready,
+    BuildFailed,
+}
+
+/// An immutable version of an app.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Version {
+    pub namespace: String,
+    pub app: String,
+    /// 1, 2, 3… per app.
+    pub number: u32,
+    /// `sha256:<64 hex>`.
+    pub artifact_digest: String,
+    pub run: RunSpec,
+    pub env: BTreeMap<String, String>,
+    /// Fixed port, when the app cannot take `$PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub health: HealthCheck,
+    pub resources: Resources,
+    pub state: VersionState,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VersionCreate {
+    /// `sha256:<64 lowercase hex>` of the artifact.
+    pub artifact_digest: String,
+    pub run: RunSpec,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub health: HealthCheck,
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// How a release moves traffic to the target version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Strategy {
+    /// Everything at once.
+    Immediate,
+}
+
+/// Persisted state of a release's state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseState {
+    Pending,
+    Progressing,
+    Succeeded,
+    Failed,
+    Aborted,
+}
+
+impl ReleaseState {
+    /// Whether the release can still change state.
+    pub fn is_active(self) -> bool {
+        matches!(self, ReleaseState::Pending | ReleaseState::Progressing)
+    }
+}
+
+/// A move from the current version(s) to a target version.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Release {
+    pub id: i64,
+    pub namespace: String,
+    pub app: String,
+    pub from_versions: Vec<u32>,
+    pub target_version: u32,
+    pub strategy: Strategy,
+    pub state: ReleaseState,
+    /// Why the release is in its state.
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub generation: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseCreate {
+    pub target_version: u32,
+    /// Defaults to `{"type": "immediate"}`.
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+}
+
+/// Observed lifecycle of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    Starting,
+    Ready,
+    Unhealthy,
+    Draining,
+    Stopped,
+    CrashLoop,
+}
+
+/// A running (or recently stopped) copy of a version.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Instance {
+    pub id: String,
+    pub namespace: String,
+    pub app: String,
+    pub version: u32,
+    pub state: InstanceState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Desired instance count.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    pub replicas: u32,
+}
+
+/// A metric the autoscaler follows, with its per-instance target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricTarget {
+    #[serde(rename = "type")]
+    pub kind: MetricKind,
+    /// Per-instance target: in-flight requests, requests/s, or utilization percent.
+    pub target: f64,
+    /// Metric name, for `custom` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    Concurrency,
+    Rps,
+    Cpu,
+    Memory,
+    Custom,
+}
+
+/// A time window (cron start + duration) with its own instance bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRule {
+    /// Five-field cron expression for the window start.
+    pub cron: String,
+    /// IANA time zone, e.g. `Asia/Shanghai`.
+    pub timezone: String,
+    pub duration_secs: u32,
+    pub min: u32,
+    pub max: u32,
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// The scaling policy of an app (stored; applied by the autoscaler).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalingPolicy {
+    pub min: u32,
+    pub max: u32,
+    #[serde(default)]
+    pub metrics: Vec<MetricTarget>,
+    #[serde(default = "default_stable_window")]
+    pub stable_window_secs: u32,
+    #[serde(default = "default_panic_window_percent")]
+    pub panic_window_percent: f64,
+    #[serde(default = "default_panic_threshold_percent")]
+    pub panic_threshold_percent: f64,
+    #[serde(default = "default_max_scale_up_rate")]
+    pub max_scale_up_rate: f64,
+    #[serde(default = "default_max_scale_down_rate")]
+    pub max_scale_down_rate: f64,
+    #[serde(default)]
+    pub scale_down_delay_secs: u32,
+    #[serde(default)]
+    pub scale_to_zero: bool,
+    #[serde(default)]
+    pub schedules: Vec<ScheduleRule>,
+}
+
+fn default_stable_window() -> u32 {
+    60
+}
+fn default_panic_window_percent() -> f64 {
+    10.0
+}
+fn default_panic_threshold_percent() -> f64 {
+    200.0
+}
+fn default_max_scale_up_rate() -> f64 {
+    1000.0
+}
+fn default_max_scale_down_rate() -> f64 {
+    2.0
+}
+
+/// A stored policy with its concurrency token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AutoscalingPolicyState {
+    pub policy: AutoscalingPolicy,
+    pub generation: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read everything it can see.
+    Viewer,
+    /// Read, plus change apps, versions, releases and scaling.
+    Deployer,
+    /// Everything, including namespaces and tokens.
+    Admin,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    pub name: String,
+    pub role: Role,
+    /// Restrict the token to these namespaces; absent means all.
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Returned once, at creation: `token` is the secret and is never shown again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+/// One entry of the append-only event log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Monotonic id; also the pagination cursor (`?after=`).
+    pub id: i64,
+    pub time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// `<Area><Noun><Verb>`, e.g. `AppCreated`, `ReleaseSucceeded`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Token name for API calls, component name for decisions.
+    pub actor: String,
+    pub reason: String,
+    pub details: serde_json::Value,
+}
+
+/// Health and readiness answers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthStatus {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}

@@ -1,0 +1,111 @@
+//! The release state machine. A release moves an app from its current version(s) to a target
+//! version; `step` decides the next transition from the release and what was observed, so the
+//! reconciler that calls it can be stopped and restarted at any point without losing or
+//! repeating a step.
+
+use tideway_api_types::{ReleaseState, Strategy};
+
+/// What the reconciler observed about the target version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    pub desired_instances: u32,
+    pub ready_instances: u32,
+}
+
+/// A decided change to a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub to: ReleaseState,
+    pub reason: String,
+    /// Make this the app's serving version.
+    pub set_current_version: Option<u32>,
+}
+
+/// The next transition of an active release, or `None` when it must wait.
+pub fn step(
+    strategy: &Strategy,
+    state: ReleaseState,
+    target_version: u32,
+    observed: Observed,
+) -> Option<Transition> {
+    match (strategy, state) {
+        (Strategy::Immediate, ReleaseState::Pending) => Some(Transition {
+            to: ReleaseState::Progressing,
+            reason: format!("switching all traffic and instances to v{target_version}"),
+            set_current_version: Some(target_version),
+        }),
+        (Strategy::Immediate, ReleaseState::Progressing)
+            if observed.ready_instances >= observed.desired_instances =>
+        {
+            Some(Transition {
+                to: ReleaseState::Succeeded,
+                reason: format!(
+                    "v{target_version} has {}/{} instances ready",
+                    observed.ready_instances, observed.desired_instances
+                ),
+                set_current_version: None,
+            })
+        }
+        _ => None,
+    }
+}
+
+pub fn state_str(state: ReleaseState) -> &'static str {
+    match state {
+        ReleaseState::Pending => "pending",
+        ReleaseState::Progressing => "progressing",
+        ReleaseState::Succeeded => "succeeded",
+        ReleaseState::Failed => "failed",
+        ReleaseState::Aborted => "aborted",
+    }
+}
+
+pub fn parse_state(s: &str) -> Option<ReleaseState> {
+    Some(match s {
+        "pending" => ReleaseState::Pending,
+        "progressing" => ReleaseState::Progressing,
+        "succeeded" => ReleaseState::Succeeded,
+        "failed" => ReleaseState::Failed,
+        "aborted" => ReleaseState::Aborted,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const READY: Observed = Observed {
+        desired_instances: 2,
+        ready_instances: 2,
+    };
+    const WAITING: Observed = Observed {
+        desired_instances: 2,
+        ready_instances: 1,
+    };
+
+    #[test]
+    fn immediate_switches_then_waits_for_readiness() {
+        let t = step(&Strategy::Immediate, ReleaseState::Pending, 3, WAITING).unwrap();
+        assert_eq!(t.to, ReleaseState::Progressing);
+        assert_eq!(t.set_current_version, Some(3));
+        assert_eq!(
+            step(&Strategy::Immediate, ReleaseState::Progressing, 3, WAITING),
+            None
+        );
+        let done = step(&Strategy::Immediate, ReleaseState::Progressing, 3, READY).unwrap();
+        assert_eq!(done.to, ReleaseState::Succeeded);
+        assert_eq!(done.set_current_version, None);
+    }
+
+    #[test]
+    fn finished_releases_never_move() {
+        for s in [
+            ReleaseState::Succeeded,
+            ReleaseState::Failed,
+            ReleaseState::Aborted,
+        ] {
+            assert_eq!(step(&Strategy::Immediate, s, 1, READY), None);
+        }
+    }
+}

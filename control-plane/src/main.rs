@@ -1,0 +1,75 @@
+//! The `tideway` binary: `tideway server` runs the control plane; every other subcommand is
+//! the command-line client of its REST API.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tideway::server::{Server, ServerConfig};
+use tideway::telemetry::{self, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "tideway", version, about = "Tideway: an elastic microservice platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane.
+    Server {
+        #[command(flatten)]
+        config: ServerConfig,
+        /// Log format on stderr.
+        #[arg(long, env = "TIDEWAY_LOG_FORMAT", value_enum, default_value = "pretty")]
+        log_format: LogFormat,
+    },
+    #[command(flatten)]
+    Client(tideway_cli::Command),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server { config, log_format } => serve(config, log_format).await,
+        Command::Client(command) => tideway_cli::run(command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServerConfig, log_format: LogFormat) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(log_format)?;
+    let server = Server::build(config).await?;
+    let addr = server.api_addr()?;
+    // Scripts and tests read this line to find a port chosen with `:0`.
+    println!("tideway: api listening on http://{addr}");
+    tracing::info!(%addr, "ServerStarted");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    server.run(shutdown).await
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    shutdown.cancel();
+}

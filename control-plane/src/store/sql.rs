@@ -1,0 +1,1251 @@
+//! The SQL store: one implementation for SQLite and PostgreSQL through sqlx's `Any` driver.
+//! Queries use only what both dialects share (`$N` placeholders, `RETURNING`, partial
+//! indexes); times are unix milliseconds and JSON is TEXT.
+//!
+//! SQLite allows one writer at a time, so it gets a dedicated single-connection write pool
+//! (writers queue in the pool instead of spinning on `SQLITE_BUSY`) and a separate read
+//! pool that WAL lets run beside it. PostgreSQL uses one pool for both.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use tideway_api_types::{
+    App, AppCreate, AutoscalingPolicy, AutoscalingPolicyState, Event, HealthCheck, Instance,
+    InstanceState, Labels, Namespace, Release, Resources, Role, RunSpec, Strategy,
+    TokenInfo, Version, VersionCreate, VersionState,
+};
+
+use super::{
+    AppChange, AppRecord, EventFilter, Page, PageRequest, ReleaseRecord, Store, StoreError,
+    StoreResult,
+};
+use crate::clock::Clock;
+use crate::domain::event::NewEvent;
+use crate::domain::name::Name;
+use crate::domain::release::{parse_state, state_str, Transition};
+use crate::domain::token::{parse_role, role_str, Principal};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// How many times an unpinned update retries after losing a race.
+const UPDATE_ATTEMPTS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct SqlStore {
+    reader: AnyPool,
+    writer: AnyPool,
+    backend: Backend,
+    clock: Arc<dyn Clock>,
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+        other => StoreError::Database(other),
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(ms: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn get<'r, T>(row: &'r AnyRow, col: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    row.try_get(col).map_err(db_err)
+}
+
+fn u32_col(row: &AnyRow, col: &str) -> StoreResult<u32> {
+    let v: i64 = get(row, col)?;
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v} out of range")))
+}
+
+/// Fetches `limit + 1` rows and turns the extra one into a cursor.
+fn paginate<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+    let limit = limit as usize;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+fn namespace_from_row(row: &AnyRow) -> StoreResult<Namespace> {
+    Ok(Namespace {
+        name: get(row, "name")?,
+        labels: from_json(&get::<String>(row, "labels")?, "namespace labels")?,
+        created_at: from_ms(get(row, "created_at")?)?,
+        generation: get(row, "generation")?,
+    })
+}
+
+const APP_COLUMNS: &str = "id, namespace, name, description, labels, replicas, current_version, created_at, updated_at, generation";
+
+fn app_from_row(row: &AnyRow) -> StoreResult<AppRecord> {
+    let current: Option<i64> = get(row, "current_version")?;
+    Ok(AppRecord {
+        id: get(row, "id")?,
+        app: App {
+            namespace: get(row, "namespace")?,
+            name: get(row, "name")?,
+            description: get(row, "description")?,
+            labels: from_json(&get::<String>(row, "labels")?, "app labels")?,
+            replicas: u32_col(row, "replicas")?,
+            current_version: current.and_then(|v| u32::try_from(v).ok()),
+            created_at: from_ms(get(row, "created_at")?)?,
+            updated_at: from_ms(get(row, "updated_at")?)?,
+            generation: get(row, "generation")?,
+        },
+    })
+}
+
+/// The parts of a version kept as one JSON document.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VersionSpec {
+    run: RunSpec,
+    env: std::collections::BTreeMap<String, String>,
+    port: Option<u16>,
+    health: HealthCheck,
+    resources: Resources,
+}
+
+fn version_state_str(s: VersionState) -> &'static str {
+    match s {
+        VersionState::Building => "building",
+        VersionState::Ready => "ready",
+        VersionState::BuildFailed => "build_failed",
+    }
+}
+
+fn version_from_row(row: &AnyRow, ns: &str, app: &str) -> StoreResult<Version> {
+    let spec: VersionSpec = from_json(&get::<String>(row, "spec")?, "version spec")?;
+    let state = match get::<String>(row, "state")?.as_str() {
+        "building" => VersionState::Building,
+        "ready" => VersionState::Ready,
+        "build_failed" => VersionState::BuildFailed,
+        other => return Err(StoreError::Corrupt(format!("version state {other}"))),
+    };
+    Ok(Version {
+        namespace: ns.to_owned(),
+        app: app.to_owned(),
+        number: u32_col(row, "number")?,
+        artifact_digest: get(row, "artifact_digest")?,
+        run: spec.run,
+        env: spec.env,
+        port: spec.port,
+        health: spec.health,
+        resources: spec.resources,
+        state,
+        created_at: from_ms(get(row, "created_at")?)?,
+    })
+}
+
+const RELEASE_SELECT: &str = "SELECT r.id, r.app_id, r.from_versions, r.target_version, r.strategy, r.state, r.reason, r.created_at, r.updated_at, r.generation, a.namespace, a.name AS app_name FROM releases r JOIN apps a ON a.id = r.app_id";
+
+fn release_from_row(row: &AnyRow) -> StoreResult<ReleaseRecord> {
+    let state: String = get(row, "state")?;
+    Ok(ReleaseRecord {
+        app_id: get(row, "app_id")?,
+        release: Release {
+            id: get(row, "id")?,
+            namespace: get(row, "namespace")?,
+            app: get(row, "app_name")?,
+            from_versions: from_json(&get::<String>(row, "from_versions")?, "from_versions")?,
+            target_version: u32_col(row, "target_version")?,
+            strategy: from_json(&get::<String>(row, "strategy")?, "strategy")?,
+            state: parse_state(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("release state {state}")))?,
+            reason: get(row, "reason")?,
+            created_at: from_ms(get(row, "created_at")?)?,
+            updated_at: from_ms(get(row, "updated_at")?)?,
+            generation: get(row, "generation")?,
+        },
+    })
+}
+
+fn instance_state(s: &str) -> StoreResult<InstanceState> {
+    Ok(match s {
+        "starting" => InstanceState::Starting,
+        "ready" => InstanceState::Ready,
+        "unhealthy" => InstanceState::Unhealthy,
+        "draining" => InstanceState::Draining,
+        "stopped" => InstanceState::Stopped,
+        "crash_loop" => InstanceState::CrashLoop,
+        other => return Err(StoreError::Corrupt(format!("instance state {other}"))),
+    })
+}
+
+fn token_from_row(row: &AnyRow) -> StoreResult<TokenInfo> {
+    let role: String = get(row, "role")?;
+    let namespaces: Option<String> = get(row, "namespaces")?;
+    let revoked: Option<i64> = get(row, "revoked_at")?;
+    Ok(TokenInfo {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        role: parse_role(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role}")))?,
+        namespaces: namespaces
+            .map(|n| from_json(&n, "token namespaces"))
+            .transpose()?,
+        created_at: from_ms(get(row, "created_at")?)?,
+        revoked_at: revoked.map(from_ms).transpose()?,
+    })
+}
+
+fn event_from_row(row: &AnyRow) -> StoreResult<Event> {
+    Ok(Event {
+        id: get(row, "id")?,
+        time: from_ms(get(row, "time")?)?,
+        namespace: get(row, "namespace")?,
+        app: get(row, "app")?,
+        kind: get(row, "kind")?,
+        actor: get(row, "actor")?,
+        reason: get(row, "reason")?,
+        details: from_json(&get::<String>(row, "details")?, "event details")?,
+    })
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`), applies pending migrations and
+    /// refuses a database written by a newer Tideway.
+    pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> StoreResult<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Corrupt(format!(
+                "unsupported database URL scheme in '{}': use sqlite:// or postgres://",
+                url.split(':').next().unwrap_or("")
+            )));
+        };
+        let options = AnyConnectOptions::from_str(url).map_err(db_err)?;
+        let (reader, writer) = match backend {
+            Backend::Sqlite => {
+                let pool = |max| {
+                    AnyPoolOptions::new()
+                        .max_connections(max)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .after_connect(|conn, _meta| {
+                            Box::pin(async move {
+                                conn.execute(
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                                )
+                                .await?;
+                                Ok(())
+                            })
+                        })
+                };
+                let writer = pool(1).connect_with(options.clone()).await.map_err(db_err)?;
+                let reader = pool(4).connect_with(options).await.map_err(db_err)?;
+                (reader, writer)
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .map_err(db_err)?;
+                (pool.clone(), pool)
+            }
+        };
+        let store = SqlStore {
+            reader,
+            writer,
+            backend,
+            clock,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let supported = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        // A missing table just means a fresh database.
+        let applied: Option<i64> =
+            sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.writer)
+                .await
+                .ok()
+                .and_then(|row| row.try_get::<Option<i64>, _>("v").ok().flatten());
+        if let Some(found) = applied {
+            if found > supported {
+                return Err(StoreError::SchemaTooNew { found, supported });
+            }
+        }
+        migrator.run(&self.writer).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => db_err(e),
+            other => StoreError::Corrupt(format!("migration failed: {other}")),
+        })
+    }
+
+    fn now(&self) -> i64 {
+        ms(self.clock.now())
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Any>> {
+        self.writer.begin().await.map_err(db_err)
+    }
+
+    async fn insert_event(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &NewEvent,
+    ) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "INSERT INTO events (time, namespace, app, kind, actor, reason, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(self.now())
+        .bind(event.namespace.clone())
+        .bind(event.app.clone())
+        .bind(event.kind)
+        .bind(&event.actor)
+        .bind(&event.reason)
+        .bind(to_json(&event.details)?)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_err)?;
+        get(&row, "id")
+    }
+
+    async fn app_in<'e, E>(executor: E, ns: &Name, name: &Name) -> StoreResult<AppRecord>
+    where
+        E: Executor<'e, Database = Any>,
+    {
+        let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE namespace = $1 AND name = $2");
+        let row = sqlx::query(&sql)
+            .bind(ns.as_str())
+            .bind(name.as_str())
+            .fetch_optional(executor)
+            .await
+            .map_err(db_err)?;
+        match row {
+            Some(row) => app_from_row(&row),
+            None => Err(StoreError::NotFound {
+                kind: "app",
+                name: format!("{ns}/{name}"),
+            }),
+        }
+    }
+
+    async fn namespace_in<'e, E>(executor: E, name: &Name) -> StoreResult<Namespace>
+    where
+        E: Executor<'e, Database = Any>,
+    {
+        let row = sqlx::query(
+            "SELECT name, labels, created_at, generation FROM namespaces WHERE name = $1",
+        )
+        .bind(name.as_str())
+        .fetch_optional(executor)
+        .await
+        .map_err(db_err)?;
+        match row {
+            Some(row) => namespace_from_row(&row),
+            None => Err(StoreError::NotFound {
+                kind: "namespace",
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    async fn release_by_id<'e, E>(executor: E, id: i64) -> StoreResult<ReleaseRecord>
+    where
+        E: Executor<'e, Database = Any>,
+    {
+        let sql = format!("{RELEASE_SELECT} WHERE r.id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(executor)
+            .await
+            .map_err(db_err)?;
+        match row {
+            Some(row) => release_from_row(&row),
+            None => Err(StoreError::NotFound {
+                kind: "release",
+                name: id.to_string(),
+            }),
+        }
+    }
+
+    async fn token_by_id<'e, E>(executor: E, id: i64) -> StoreResult<TokenInfo>
+    where
+        E: Executor<'e, Database = Any>,
+    {
+        let row = sqlx::query(
+            "SELECT id, name, role, namespaces, created_at, revoked_at FROM tokens WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+        .map_err(db_err)?;
+        match row {
+            Some(row) => token_from_row(&row),
+            None => Err(StoreError::NotFound {
+                kind: "token",
+                name: id.to_string(),
+            }),
+        }
+    }
+}
+
+fn check_generation(expected: Option<i64>, current: i64) -> StoreResult<()> {
+    match expected {
+        Some(expected) if expected != current => {
+            Err(StoreError::PreconditionFailed { expected, current })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Keyset cursor over names: the cursor is the last name served.
+fn name_cursor(page: &PageRequest) -> String {
+    page.cursor.clone().unwrap_or_default()
+}
+
+/// Keyset cursor over descending numeric ids: the cursor is the last id served.
+fn desc_cursor(page: &PageRequest) -> StoreResult<i64> {
+    match &page.cursor {
+        None => Ok(i64::MAX),
+        Some(c) => c.parse().map_err(|_| {
+            StoreError::Invalid(crate::domain::Invalid::new(
+                "cursor",
+                "not a cursor returned by this endpoint",
+            ))
+        }),
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn ensure_namespace(&self, name: &Name, event: NewEvent) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO namespaces (name, labels, created_at, generation) VALUES ($1, '{}', $2, 1) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name.as_str())
+        .bind(self.now())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected()
+            > 0;
+        if inserted {
+            self.insert_event(&mut tx, &event).await?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(inserted)
+    }
+
+    async fn create_namespace(
+        &self,
+        name: &Name,
+        labels: &Labels,
+        event: NewEvent,
+    ) -> StoreResult<Namespace> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "INSERT INTO namespaces (name, labels, created_at, generation) VALUES ($1, $2, $3, 1)",
+        )
+        .bind(name.as_str())
+        .bind(to_json(labels)?)
+        .bind(self.now())
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = result {
+            return Err(if is_unique_violation(&e) {
+                StoreError::AlreadyExists {
+                    kind: "namespace",
+                    name: name.to_string(),
+                }
+            } else {
+                db_err(e)
+            });
+        }
+        self.insert_event(&mut tx, &event).await?;
+        let ns = Self::namespace_in(&mut *tx, name).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(ns)
+    }
+
+    async fn get_namespace(&self, name: &Name) -> StoreResult<Namespace> {
+        Self::namespace_in(&self.reader, name).await
+    }
+
+    async fn list_namespaces(
+        &self,
+        page: &PageRequest,
+        visible: Option<&[String]>,
+    ) -> StoreResult<Page<Namespace>> {
+        let rows = sqlx::query(
+            "SELECT name, labels, created_at, generation FROM namespaces WHERE name > $1 \
+             ORDER BY name LIMIT $2",
+        )
+        .bind(name_cursor(page))
+        // Over-fetch when filtering so a page is rarely short; the cursor keeps it correct.
+        .bind(i64::from(page.limit) + 1 + visible.map_or(0, |_| 1000))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let ns = namespace_from_row(row)?;
+            if visible.is_none_or(|v| v.contains(&ns.name)) {
+                items.push(ns);
+            }
+        }
+        Ok(paginate(items, page.limit, |n| n.name.clone()))
+    }
+
+    async fn update_namespace(
+        &self,
+        name: &Name,
+        expected: Option<i64>,
+        labels: &Labels,
+        event: NewEvent,
+    ) -> StoreResult<Namespace> {
+        let mut tx = self.begin().await?;
+        let current = Self::namespace_in(&mut *tx, name).await?;
+        check_generation(expected, current.generation)?;
+        sqlx::query("UPDATE namespaces SET labels = $1, generation = generation + 1 WHERE name = $2")
+            .bind(to_json(labels)?)
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        self.insert_event(&mut tx, &event).await?;
+        let ns = Self::namespace_in(&mut *tx, name).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(ns)
+    }
+
+    async fn delete_namespace(
+        &self,
+        name: &Name,
+        expected: Option<i64>,
+        event: NewEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let current = Self::namespace_in(&mut *tx, name).await?;
+        check_generation(expected, current.generation)?;
+        let apps: i64 = get(
+            &sqlx::query("SELECT COUNT(*) AS n FROM apps WHERE namespace = $1")
+                .bind(name.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?,
+            "n",
+        )?;
+        if apps > 0 {
+            return Err(StoreError::Conflict {
+                code: "namespace_not_empty",
+                message: format!("namespace '{name}' still has {apps} app(s); delete them first"),
+            });
+        }
+        sqlx::query("DELETE FROM namespaces WHERE name = $1")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        self.insert_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn create_app(&self, ns: &Name, app: &AppCreate, event: NewEvent) -> StoreResult<App> {
+        let mut tx = self.begin().await?;
+        Self::namespace_in(&mut *tx, ns).await?;
+        let now = self.now();
+        let sql = format!(
+            "INSERT INTO apps (namespace, name, description, labels, replicas, current_version, \
+             created_at, updated_at, generation) VALUES ($1, $2, $3, $4, $5, NULL, $6, $6, 1) \
+             RETURNING {APP_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(ns.as_str())
+            .bind(&app.name)
+            .bind(&app.description)
+            .bind(to_json(&app.labels)?)
+            .bind(i64::from(app.replicas.unwrap_or(1)))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists {
+                        kind: "app",
+                        name: format!("{ns}/{}", app.name),
+                    }
+                } else {
+                    db_err(e)
+                }
+            })?;
+        let created = app_from_row(&row)?.app;
+        self.insert_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(created)
+    }
+
+    async fn get_app(&self, ns: &Name, name: &Name) -> StoreResult<AppRecord> {
+        Self::app_in(&self.reader, ns, name).await
+    }
+
+    async fn list_apps(&self, ns: &Name, page: &PageRequest) -> StoreResult<Page<App>> {
+        Self::namespace_in(&self.reader, ns).await?;
+        let sql = format!(
+            "SELECT {APP_COLUMNS} FROM apps WHERE namespace = $1 AND name > $2 ORDER BY name LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(ns.as_str())
+            .bind(name_cursor(page))
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        let items = rows
+            .iter()
+            .map(|r| app_from_row(r).map(|rec| rec.app))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |a| a.name.clone()))
+    }
+
+    async fn update_app(
+        &self,
+        ns: &Name,
+        name: &Name,
+        expected: Option<i64>,
+        change: AppChange<'_>,
+    ) -> StoreResult<App> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let mut tx = self.begin().await?;
+            let current = Self::app_in(&mut *tx, ns, name).await?;
+            check_generation(expected, current.app.generation)?;
+            let mut app = current.app.clone();
+            let event = change(&mut app)?;
+            app.generation = current.app.generation + 1;
+            app.updated_at = from_ms(self.now())?;
+            let updated = sqlx::query(
+                "UPDATE apps SET description = $1, labels = $2, replicas = $3, current_version = $4, \
+                 updated_at = $5, generation = $6 WHERE id = $7 AND generation = $8",
+            )
+            .bind(&app.description)
+            .bind(to_json(&app.labels)?)
+            .bind(i64::from(app.replicas))
+            .bind(app.current_version.map(i64::from))
+            .bind(ms(app.updated_at))
+            .bind(app.generation)
+            .bind(current.id)
+            .bind(current.app.generation)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+            if updated == 0 {
+                // Another writer got there first; re-read and apply on top of its change.
+                tx.rollback().await.map_err(db_err)?;
+                continue;
+            }
+            self.insert_event(&mut tx, &event).await?;
+            tx.commit().await.map_err(db_err)?;
+            return Ok(app);
+        }
+        Err(StoreError::Conflict {
+            code: "write_contention",
+            message: format!("app '{ns}/{name}' is changing too fast; retry"),
+        })
+    }
+
+    async fn delete_app(
+        &self,
+        ns: &Name,
+        name: &Name,
+        expected: Option<i64>,
+        event: NewEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let current = Self::app_in(&mut *tx, ns, name).await?;
+        check_generation(expected, current.app.generation)?;
+        sqlx::query("DELETE FROM apps WHERE id = $1")
+            .bind(current.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        self.insert_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn create_version(
+        &self,
+        ns: &Name,
+        app: &Name,
+        version: &VersionCreate,
+        state: VersionState,
+        event: NewEvent,
+    ) -> StoreResult<Version> {
+        let spec = VersionSpec {
+            run: version.run.clone(),
+            env: version.env.clone(),
+            port: version.port,
+            health: version.health.clone(),
+            resources: version.resources.clone(),
+        };
+        for _ in 0..UPDATE_ATTEMPTS {
+            let mut tx = self.begin().await?;
+            let rec = Self::app_in(&mut *tx, ns, app).await?;
+            let result = sqlx::query(
+                "INSERT INTO versions (app_id, number, artifact_digest, spec, state, created_at) \
+                 SELECT $1, COALESCE(MAX(number), 0) + 1, $2, $3, $4, $5 FROM versions WHERE app_id = $1 \
+                 RETURNING number, artifact_digest, spec, state, created_at",
+            )
+            .bind(rec.id)
+            .bind(&version.artifact_digest)
+            .bind(to_json(&spec)?)
+            .bind(version_state_str(state))
+            .bind(self.now())
+            .fetch_one(&mut *tx)
+            .await;
+            let row = match result {
+                Ok(row) => row,
+                // Two uploads raced for the same number; take the next one.
+                Err(e) if is_unique_violation(&e) => {
+                    tx.rollback().await.map_err(db_err)?;
+                    continue;
+                }
+                Err(e) => return Err(db_err(e)),
+            };
+            let created = version_from_row(&row, ns.as_str(), app.as_str())?;
+            let mut event = event.clone();
+            if let serde_json::Value::Object(map) = &mut event.details {
+                map.insert("version".into(), created.number.into());
+            }
+            self.insert_event(&mut tx, &event).await?;
+            tx.commit().await.map_err(db_err)?;
+            return Ok(created);
+        }
+        Err(StoreError::Conflict {
+            code: "write_contention",
+            message: format!("versions of '{ns}/{app}' are being created too fast; retry"),
+        })
+    }
+
+    async fn get_version(&self, ns: &Name, app: &Name, number: u32) -> StoreResult<Version> {
+        let rec = Self::app_in(&self.reader, ns, app).await?;
+        let row = sqlx::query(
+            "SELECT number, artifact_digest, spec, state, created_at FROM versions \
+             WHERE app_id = $1 AND number = $2",
+        )
+        .bind(rec.id)
+        .bind(i64::from(number))
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_err)?;
+        match row {
+            Some(row) => version_from_row(&row, ns.as_str(), app.as_str()),
+            None => Err(StoreError::NotFound {
+                kind: "version",
+                name: format!("{ns}/{app}/v{number}"),
+            }),
+        }
+    }
+
+    async fn list_versions(
+        &self,
+        ns: &Name,
+        app: &Name,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Version>> {
+        let rec = Self::app_in(&self.reader, ns, app).await?;
+        let rows = sqlx::query(
+            "SELECT number, artifact_digest, spec, state, created_at FROM versions \
+             WHERE app_id = $1 AND number < $2 ORDER BY number DESC LIMIT $3",
+        )
+        .bind(rec.id)
+        .bind(desc_cursor(page)?)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let items = rows
+            .iter()
+            .map(|r| version_from_row(r, ns.as_str(), app.as_str()))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |v| v.number.to_string()))
+    }
+
+    async fn create_release(
+        &self,
+        ns: &Name,
+        app: &Name,
+        target_version: u32,
+        strategy: &Strategy,
+        event: NewEvent,
+    ) -> StoreResult<Release> {
+        let mut tx = self.begin().await?;
+        let rec = Self::app_in(&mut *tx, ns, app).await?;
+        let exists = sqlx::query("SELECT number FROM versions WHERE app_id = $1 AND number = $2")
+            .bind(rec.id)
+            .bind(i64::from(target_version))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !exists {
+            return Err(StoreError::NotFound {
+                kind: "version",
+                name: format!("{ns}/{app}/v{target_version}"),
+            });
+        }
+        let from: Vec<u32> = rec.app.current_version.into_iter().collect();
+        let now = self.now();
+        let result = sqlx::query(
+            "INSERT INTO releases (app_id, from_versions, target_version, strategy, state, reason, \
+             created_at, updated_at, generation) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $6, 1) \
+             RETURNING id",
+        )
+        .bind(rec.id)
+        .bind(to_json(&from)?)
+        .bind(i64::from(target_version))
+        .bind(to_json(strategy)?)
+        .bind("waiting for the release reconciler")
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await;
+        let id: i64 = match result {
+            Ok(row) => get(&row, "id")?,
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict {
+                    code: "release_in_progress",
+                    message: format!(
+                        "app '{ns}/{app}' already has an active release; wait for it or abort it"
+                    ),
+                })
+            }
+            Err(e) => return Err(db_err(e)),
+        };
+        let mut event = event;
+        if let serde_json::Value::Object(map) = &mut event.details {
+            map.insert("release".into(), id.into());
+            map.insert("from_versions".into(), serde_json::json!(from));
+        }
+        self.insert_event(&mut tx, &event).await?;
+        let release = Self::release_by_id(&mut *tx, id).await?.release;
+        tx.commit().await.map_err(db_err)?;
+        Ok(release)
+    }
+
+    async fn get_release(&self, ns: &Name, app: &Name, id: i64) -> StoreResult<Release> {
+        let rec = Self::release_by_id(&self.reader, id).await?;
+        if rec.release.namespace != ns.as_str() || rec.release.app != app.as_str() {
+            return Err(StoreError::NotFound {
+                kind: "release",
+                name: format!("{ns}/{app}/{id}"),
+            });
+        }
+        Ok(rec.release)
+    }
+
+    async fn list_releases(
+        &self,
+        ns: &Name,
+        app: &Name,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Release>> {
+        let rec = Self::app_in(&self.reader, ns, app).await?;
+        let sql = format!("{RELEASE_SELECT} WHERE r.app_id = $1 AND r.id < $2 ORDER BY r.id DESC LIMIT $3");
+        let rows = sqlx::query(&sql)
+            .bind(rec.id)
+            .bind(desc_cursor(page)?)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        let items = rows
+            .iter()
+            .map(|r| release_from_row(r).map(|rec| rec.release))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |r| r.id.to_string()))
+    }
+
+    async fn active_releases(&self) -> StoreResult<Vec<ReleaseRecord>> {
+        let sql = format!(
+            "{RELEASE_SELECT} WHERE r.state IN ('pending', 'progressing') ORDER BY r.id"
+        );
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(release_from_row).collect()
+    }
+
+    async fn transition_release(
+        &self,
+        id: i64,
+        expected: i64,
+        transition: &Transition,
+        event: NewEvent,
+    ) -> StoreResult<Release> {
+        let mut tx = self.begin().await?;
+        let current = Self::release_by_id(&mut *tx, id).await?;
+        check_generation(Some(expected), current.release.generation)?;
+        let now = self.now();
+        sqlx::query(
+            "UPDATE releases SET state = $1, reason = $2, updated_at = $3, generation = generation + 1 \
+             WHERE id = $4",
+        )
+        .bind(state_str(transition.to))
+        .bind(&transition.reason)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if let Some(version) = transition.set_current_version {
+            sqlx::query(
+                "UPDATE apps SET current_version = $1, updated_at = $2, generation = generation + 1 \
+                 WHERE id = $3",
+            )
+            .bind(i64::from(version))
+            .bind(now)
+            .bind(current.app_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        self.insert_event(&mut tx, &event).await?;
+        let release = Self::release_by_id(&mut *tx, id).await?.release;
+        tx.commit().await.map_err(db_err)?;
+        Ok(release)
+    }
+
+    async fn list_instances(
+        &self,
+        ns: &Name,
+        app: &Name,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Instance>> {
+        let rec = Self::app_in(&self.reader, ns, app).await?;
+        let rows = sqlx::query(
+            "SELECT id, version, state, address, pid, restarts, created_at, updated_at FROM instances \
+             WHERE app_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(rec.id)
+        .bind(name_cursor(page))
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let pid: Option<i64> = get(row, "pid")?;
+            items.push(Instance {
+                id: get(row, "id")?,
+                namespace: ns.to_string(),
+                app: app.to_string(),
+                version: u32_col(row, "version")?,
+                state: instance_state(&get::<String>(row, "state")?)?,
+                address: get(row, "address")?,
+                pid: pid.and_then(|p| u32::try_from(p).ok()),
+                restarts: u32_col(row, "restarts")?,
+                created_at: from_ms(get(row, "created_at")?)?,
+                updated_at: from_ms(get(row, "updated_at")?)?,
+            });
+        }
+        Ok(paginate(items, page.limit, |i| i.id.clone()))
+    }
+
+    async fn get_policy(
+        &self,
+        ns: &Name,
+        app: &Name,
+    ) -> StoreResult<Option<AutoscalingPolicyState>> {
+        let rec = Self::app_in(&self.reader, ns, app).await?;
+        let row = sqlx::query(
+            "SELECT policy, generation, updated_at FROM autoscaling_policies WHERE app_id = $1",
+        )
+        .bind(rec.id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_err)?;
+        row.map(|row| {
+            Ok(AutoscalingPolicyState {
+                policy: from_json(&get::<String>(&row, "policy")?, "autoscaling policy")?,
+                generation: get(&row, "generation")?,
+                updated_at: from_ms(get(&row, "updated_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_policy(
+        &self,
+        ns: &Name,
+        app: &Name,
+        policy: &AutoscalingPolicy,
+        expected: Option<i64>,
+        event: NewEvent,
+    ) -> StoreResult<AutoscalingPolicyState> {
+        let mut tx = self.begin().await?;
+        let rec = Self::app_in(&mut *tx, ns, app).await?;
+        let current: Option<i64> =
+            sqlx::query("SELECT generation FROM autoscaling_policies WHERE app_id = $1")
+                .bind(rec.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .map(|row| get(&row, "generation"))
+                .transpose()?;
+        // A policy that was never set has generation 0, so `If-Match: "0"` means "create".
+        check_generation(expected, current.unwrap_or(0))?;
+        let generation = current.unwrap_or(0) + 1;
+        let now = self.now();
+        let updated = sqlx::query(
+            "INSERT INTO autoscaling_policies (app_id, policy, generation, updated_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (app_id) DO UPDATE SET policy = $2, generation = $3, updated_at = $4 \
+             WHERE autoscaling_policies.generation = $3 - 1",
+        )
+        .bind(rec.id)
+        .bind(to_json(policy)?)
+        .bind(generation)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict {
+                    code: "write_contention",
+                    message: "the policy changed concurrently; retry".into(),
+                }
+            } else {
+                db_err(e)
+            }
+        })?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::Conflict {
+                code: "write_contention",
+                message: "the policy changed concurrently; retry".into(),
+            });
+        }
+        self.insert_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(AutoscalingPolicyState {
+            policy: policy.clone(),
+            generation,
+            updated_at: from_ms(now)?,
+        })
+    }
+
+    async fn create_token(
+        &self,
+        name: &Name,
+        role: Role,
+        namespaces: Option<&[String]>,
+        secret_hash: &str,
+        event: NewEvent,
+    ) -> StoreResult<TokenInfo> {
+        let mut tx = self.begin().await?;
+        let namespaces = namespaces.map(to_json).transpose()?;
+        let row = sqlx::query(
+            "INSERT INTO tokens (name, role, namespaces, secret_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(name.as_str())
+        .bind(role_str(role))
+        .bind(namespaces)
+        .bind(secret_hash)
+        .bind(self.now())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::AlreadyExists {
+                    kind: "token",
+                    name: name.to_string(),
+                }
+            } else {
+                db_err(e)
+            }
+        })?;
+        let id: i64 = get(&row, "id")?;
+        self.insert_event(&mut tx, &event).await?;
+        let info = Self::token_by_id(&mut *tx, id).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(info)
+    }
+
+    async fn list_tokens(&self, page: &PageRequest) -> StoreResult<Page<TokenInfo>> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, namespaces, created_at, revoked_at FROM tokens \
+             WHERE id < $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(desc_cursor(page)?)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let items = rows
+            .iter()
+            .map(token_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |t| t.id.to_string()))
+    }
+
+    async fn revoke_token(&self, id: i64, event: NewEvent) -> StoreResult<TokenInfo> {
+        let mut tx = self.begin().await?;
+        let current = Self::token_by_id(&mut *tx, id).await?;
+        if current.revoked_at.is_some() {
+            // Revoking twice is harmless and records nothing new.
+            return Ok(current);
+        }
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
+            .bind(self.now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        self.insert_event(&mut tx, &event).await?;
+        let info = Self::token_by_id(&mut *tx, id).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(info)
+    }
+
+    async fn principal_by_hash(&self, secret_hash: &str) -> StoreResult<Option<Principal>> {
+        let row = sqlx::query(
+            "SELECT id, name, role, namespaces, created_at, revoked_at FROM tokens \
+             WHERE secret_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(secret_hash)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_err)?;
+        row.map(|row| {
+            let info = token_from_row(&row)?;
+            Ok(Principal {
+                token_id: info.id,
+                name: info.name,
+                role: info.role,
+                namespaces: info.namespaces,
+            })
+        })
+        .transpose()
+    }
+
+    async fn count_tokens(&self) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM tokens")
+            .fetch_one(&self.writer)
+            .await
+            .map_err(db_err)?;
+        get(&row, "n")
+    }
+
+    async fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
+        let mut tx = self.begin().await?;
+        let id = self.insert_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(id)
+    }
+
+    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Page<Event>> {
+        let mut sql = String::from(
+            "SELECT id, time, namespace, app, kind, actor, reason, details FROM events WHERE id > $1",
+        );
+        let mut args: Vec<String> = Vec::new();
+        let mut push = |sql: &mut String, clause: &str, value: &str| {
+            args.push(value.to_owned());
+            sql.push_str(&format!(" AND {clause} ${}", args.len() + 1));
+        };
+        if let Some(ns) = &filter.namespace {
+            push(&mut sql, "namespace =", ns);
+        }
+        if let Some(app) = &filter.app {
+            push(&mut sql, "app =", app);
+        }
+        if let Some(kind) = &filter.kind {
+            push(&mut sql, "kind =", kind);
+        }
+        if let Some(visible) = &filter.visible_namespaces {
+            if visible.is_empty() {
+                return Ok(Page {
+                    items: vec![],
+                    next_cursor: None,
+                });
+            }
+            let mut placeholders = Vec::new();
+            for ns in visible {
+                args.push(ns.clone());
+                placeholders.push(format!("${}", args.len() + 1));
+            }
+            sql.push_str(&format!(" AND namespace IN ({})", placeholders.join(", ")));
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT ${}", args.len() + 2));
+        let mut query = sqlx::query(&sql).bind(filter.after.unwrap_or(0));
+        for arg in args {
+            query = query.bind(arg);
+        }
+        let rows = query
+            .bind(i64::from(filter.limit) + 1)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        let items = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, filter.limit, |e| e.id.to_string()))
+    }
+}
