@@ -6,10 +6,10 @@
 //! gateway routes from a table the control plane pushes to it, and keeps routing when the
 //! control plane is down.
 
+pub mod api;
 pub mod clock;
 pub mod domain;
-pub mod store;
-pub mod api;
-pub mod telemetry;
 pub mod reconcile;
 pub mod server;
+pub mod store;
+pub mod telemetry;

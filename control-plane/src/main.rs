@@ -9,7 +9,11 @@ use tideway::telemetry::{self, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "tideway", version, about = "Tideway: an elastic microservice platform")]
+#[command(
+    name = "tideway",
+    version,
+    about = "Tideway: an elastic microservice platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -123,8 +123,12 @@ async fn bootstrap_admin_token(store: &dyn Store, data_dir: &Path) -> anyhow::Re
     }
     let secret = mint_secret();
     let name = Name::parse("admin").map_err(|e| anyhow::anyhow!(e.reason))?;
-    let event = NewEvent::new("TokenCreated", "tideway", "first start: bootstrap admin token")
-        .details(serde_json::json!({"name": "admin", "role": "admin"}));
+    let event = NewEvent::new(
+        "TokenCreated",
+        "tideway",
+        "first start: bootstrap admin token",
+    )
+    .details(serde_json::json!({"name": "admin", "role": "admin"}));
     match store
         .create_token(&name, Role::Admin, None, &secret_hash(&secret), event)
         .await

@@ -103,11 +103,7 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
         let key = (route.to_owned(), method.to_owned(), status);
-        let existing = self
-            .series
-            .read()
-            .ok()
-            .and_then(|s| s.get(&key).cloned());
+        let existing = self.series.read().ok().and_then(|s| s.get(&key).cloned());
         let series = match existing {
             Some(s) => s,
             None => match self.series.write() {
@@ -132,7 +128,9 @@ impl HttpMetrics {
         };
         let mut keys: Vec<_> = series.keys().collect();
         keys.sort();
-        out.push_str("# HELP tideway_api_requests_total API requests by route, method and status.\n");
+        out.push_str(
+            "# HELP tideway_api_requests_total API requests by route, method and status.\n",
+        );
         out.push_str("# TYPE tideway_api_requests_total counter\n");
         for key in &keys {
             let (route, method, status) = key;
@@ -164,8 +162,14 @@ impl HttpMetrics {
                 "tideway_api_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
             );
             let sum = s.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "tideway_api_request_duration_seconds_sum{{{labels}}} {sum}");
-            let _ = writeln!(out, "tideway_api_request_duration_seconds_count{{{labels}}} {count}");
+            let _ = writeln!(
+                out,
+                "tideway_api_request_duration_seconds_sum{{{labels}}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "tideway_api_request_duration_seconds_count{{{labels}}} {count}"
+            );
         }
         out
     }
@@ -187,7 +191,12 @@ pub async fn track(
     let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
     let status = response.status();
-    metrics.observe(&route, &method, status.as_u16(), start.elapsed().as_secs_f64());
+    metrics.observe(
+        &route,
+        &method,
+        status.as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     if let Some(ErrorCause(cause)) = response.extensions().get::<ErrorCause>() {
         tracing::error!(%route, %method, status = status.as_u16(), error = %cause, "ApiRequestError");
     }
@@ -204,9 +213,8 @@ mod tests {
         m.observe("/a", "GET", 200, 0.002);
         m.observe("/a", "GET", 200, 0.2);
         let text = m.render();
-        assert!(text.contains(
-            "tideway_api_requests_total{route=\"/a\",method=\"GET\",status=\"200\"} 2"
-        ));
+        assert!(text
+            .contains("tideway_api_requests_total{route=\"/a\",method=\"GET\",status=\"200\"} 2"));
         assert!(text.contains("le=\"0.0025\"} 1"));
         assert!(text.contains("le=\"0.25\"} 2"));
         assert!(text.contains("le=\"+Inf\"} 2"));

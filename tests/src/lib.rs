@@ -1,1 +1,298 @@
+//! Test harness for end-to-end tests: starts the real `tideway` binary on a free port with a
+//! temporary data dir (and, when `TIDEWAY_TEST_POSTGRES_URL` is set, a fresh PostgreSQL
+//! database), and talks to it over HTTP like a user. It owns no product code and must never
+//! reach into the control plane's internals.
 
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Which database the server under test uses.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// A fresh database created on the server behind this URL.
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL when `TIDEWAY_TEST_POSTGRES_URL` is set, else `None` (the test is skipped).
+    pub fn postgres() -> Option<Backend> {
+        std::env::var("TIDEWAY_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(Backend::Postgres)
+    }
+}
+
+/// The `tideway` binary built by the same `cargo test` run (it sits next to the test
+/// executable's `deps/` directory).
+pub fn tideway_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("TIDEWAY_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    dir.join("tideway")
+}
+
+/// A running `tideway server`.
+pub struct TestServer {
+    child: Option<Child>,
+    pub url: String,
+    pub token: String,
+    pub data_dir: tempfile::TempDir,
+    /// The PostgreSQL database URL, when that is the backend.
+    pub database_url: Option<String>,
+    pg_admin: Option<(String, String)>,
+    pub http: reqwest::Client,
+    /// Lines the server printed on stdout at its last start.
+    pub stdout: Vec<String>,
+}
+
+/// An HTTP answer with its JSON body (or `Value::Null`).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// The stable error code of an error body.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn etag(&self) -> String {
+        self.headers
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+async fn create_pg_database(base: &str) -> anyhow::Result<(String, String)> {
+    use sqlx::Connection as _;
+    let name = format!("tw_e2e_{}", hex::encode(rand::random::<[u8; 6]>()));
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .context("connecting to TIDEWAY_TEST_POSTGRES_URL")?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .context("postgres URL needs a database path")?;
+    Ok((format!("{prefix}/{name}"), name))
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> anyhow::Result<TestServer> {
+        let data_dir = tempfile::tempdir()?;
+        let (database_url, pg_admin) = match &backend {
+            Backend::Sqlite => (None, None),
+            Backend::Postgres(base) => {
+                let (url, name) = create_pg_database(base).await?;
+                (Some(url), Some((base.clone(), name)))
+            }
+        };
+        let mut server = TestServer {
+            child: None,
+            url: String::new(),
+            token: String::new(),
+            data_dir,
+            database_url,
+            pg_admin,
+            http: reqwest::Client::new(),
+            stdout: Vec::new(),
+        };
+        server.launch().await?;
+        server.token = std::fs::read_to_string(server.data_dir.path().join("admin-token"))
+            .context("reading the admin token file")?
+            .trim()
+            .to_owned();
+        Ok(server)
+    }
+
+    /// Starts the binary on the current data dir and waits until it listens.
+    pub async fn launch(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(tideway_bin());
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .arg("--api-addr")
+            .arg("127.0.0.1:0")
+            .env("TIDEWAY_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(
+                self.data_dir.path().join("server.log"),
+            )?)
+            .kill_on_drop(true);
+        if let Some(url) = &self.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        let mut child = cmd.spawn().with_context(|| {
+            format!(
+                "starting {} (run `cargo build --bin tideway` first)",
+                tideway_bin().display()
+            )
+        })?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        self.stdout.clear();
+        let found = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                self.stdout.push(line.clone());
+                if let Some(url) = line.strip_prefix("tideway: api listening on ") {
+                    return anyhow::Ok(Some(url.trim().to_owned()));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .context("server did not start within 30 s")??;
+        let Some(url) = found else {
+            let status = child.wait().await?;
+            bail!(
+                "server exited ({status}) before listening; log:\n{}",
+                self.log()
+            );
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.url = url;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The server's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit; returns its exit code.
+    pub async fn stop(&mut self) -> anyhow::Result<Option<i32>> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        if let Some(pid) = child.id() {
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await?;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .context("server did not stop within 20 s of SIGTERM")??;
+        Ok(status.code())
+    }
+
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        self.launch().await
+    }
+
+    /// A request with the admin token.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.call_as(&self.token, method, path, body, &[]).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// A request with any token (empty: none) and extra headers.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request reaches the server");
+        Reply::read(resp).await
+    }
+
+    /// A request with a raw body and content type, for malformed-input tests.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request reaches the server");
+        Reply::read(resp).await
+    }
+}
+
+impl Reply {
+    async fn read(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if let Some((base, name)) = self.pg_admin.take() {
+            // Best effort: the server is gone, so nothing holds the database open.
+            let _ = std::process::Command::new("psql")
+                .arg(&base)
+                .arg("-qc")
+                .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

@@ -111,9 +111,11 @@ pub async fn patch(
         if let Some(l) = &body.labels {
             app.labels = l.clone();
         }
-        Ok(NewEvent::new("AppUpdated", &actor, "updated through the API")
-            .app(&ns, &app.name)
-            .details(json!({"description": body.description, "labels": body.labels})))
+        Ok(
+            NewEvent::new("AppUpdated", &actor, "updated through the API")
+                .app(&ns, &app.name)
+                .details(json!({"description": body.description, "labels": body.labels})),
+        )
     };
     let app = s
         .store
@@ -242,7 +244,9 @@ pub async fn create_release(
         .await
         .map_err(|e| match e {
             // The app exists but the body names a version it does not have.
-            StoreError::NotFound { kind: "version", .. } => ApiError::Validation(Invalid::new(
+            StoreError::NotFound {
+                kind: "version", ..
+            } => ApiError::Validation(Invalid::new(
                 "target_version",
                 format!("the app has no version {}", body.target_version),
             )),

@@ -202,7 +202,10 @@ impl From<Denied> for ApiError {
     fn from(d: Denied) -> Self {
         ApiError::Forbidden(match d {
             Denied::Role { needed } => {
-                format!("this needs a token with role '{}' or higher", role_str(needed))
+                format!(
+                    "this needs a token with role '{}' or higher",
+                    role_str(needed)
+                )
             }
             Denied::Namespace { namespace } if namespace == "*" => {
                 "this needs a token that is not limited to namespaces".to_owned()

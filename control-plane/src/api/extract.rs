@@ -33,7 +33,10 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => ApiError::BadRequest {
             code: "invalid_body",
-            message: format!("the body does not match the expected shape: {}", e.body_text()),
+            message: format!(
+                "the body does not match the expected shape: {}",
+                e.body_text()
+            ),
             details: json!({"reason": e.body_text()}),
         },
         JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest {

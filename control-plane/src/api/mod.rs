@@ -111,7 +111,10 @@ impl utoipa::Modify for BearerAuth {
 pub fn router(state: Arc<AppState>) -> Router {
     let app = "/namespaces/{ns}/apps/{app}";
     let v1 = Router::new()
-        .route("/namespaces", get(namespaces::list).post(namespaces::create))
+        .route(
+            "/namespaces",
+            get(namespaces::list).post(namespaces::create),
+        )
         .route(
             "/namespaces/{ns}",
             get(namespaces::get)
@@ -124,7 +127,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             &format!("{app}/versions"),
             get(apps::list_versions).post(apps::create_version),
         )
-        .route(&format!("{app}/versions/{{version}}"), get(apps::get_version))
+        .route(
+            &format!("{app}/versions/{{version}}"),
+            get(apps::get_version),
+        )
         .route(
             &format!("{app}/releases"),
             get(apps::list_releases).post(apps::create_release),

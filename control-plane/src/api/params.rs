@@ -35,7 +35,10 @@ impl ListParams {
     pub fn page(self) -> Result<PageRequest, ApiError> {
         let limit = check_limit(self.limit)?;
         if self.cursor.as_ref().is_some_and(|c| c.len() > 256) {
-            return Err(ApiError::bad_request("invalid_cursor", "cursor is too long"));
+            return Err(ApiError::bad_request(
+                "invalid_cursor",
+                "cursor is too long",
+            ));
         }
         Ok(PageRequest {
             limit,

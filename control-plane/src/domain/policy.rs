@@ -13,7 +13,11 @@ pub fn validate_policy(p: &AutoscalingPolicy) -> Result<(), Invalid> {
         "max",
         format!("must be at most {MAX_REPLICAS}"),
     )?;
-    ensure(p.min <= p.max, "min", format!("must not exceed max ({})", p.max))?;
+    ensure(
+        p.min <= p.max,
+        "min",
+        format!("must not exceed max ({})", p.max),
+    )?;
     ensure(
         p.min > 0 || p.scale_to_zero,
         "min",
@@ -67,7 +71,10 @@ pub fn validate_policy(p: &AutoscalingPolicy) -> Result<(), Invalid> {
         }
         match (m.kind, &m.name) {
             (MetricKind::Custom, None) => {
-                return Err(Invalid::new(format!("{field}.name"), "custom metrics need a name"))
+                return Err(Invalid::new(
+                    format!("{field}.name"),
+                    "custom metrics need a name",
+                ))
             }
             (MetricKind::Custom, Some(name)) => ensure(
                 !name.is_empty() && name.len() <= 255,

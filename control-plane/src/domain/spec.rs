@@ -22,8 +22,7 @@ pub fn validate_labels(labels: &Labels) -> Result<(), Invalid> {
         ensure(
             !k.is_empty()
                 && k.len() <= 253
-                && k
-                    .bytes()
+                && k.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)),
             &field,
             "keys are 1–253 of letters, digits, '-', '_', '.', '/'",
@@ -53,7 +52,10 @@ pub fn validate_replicas(replicas: u32) -> Result<(), Invalid> {
 pub fn validate_digest(digest: &str) -> Result<(), Invalid> {
     let hex = digest.strip_prefix("sha256:").unwrap_or("");
     ensure(
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
         "artifact_digest",
         "must be sha256: followed by 64 lowercase hex digits",
     )
@@ -80,7 +82,11 @@ pub fn validate_version(v: &VersionCreate) -> Result<(), Invalid> {
             .next()
             .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
             && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        ensure(valid, &field, "names are letters, digits and '_', not starting with a digit")?;
+        ensure(
+            valid,
+            &field,
+            "names are letters, digits and '_', not starting with a digit",
+        )?;
         // The runtime sets these itself; letting a version override them would lie to the app.
         ensure(
             k != "PORT" && !k.starts_with("TIDEWAY_"),
@@ -218,7 +224,10 @@ mod tests {
         labels.insert("team".into(), "core".into());
         assert!(validate_labels(&labels).is_ok());
         labels.insert("bad key".into(), "x".into());
-        assert_eq!(validate_labels(&labels).unwrap_err().field, "labels.bad key");
+        assert_eq!(
+            validate_labels(&labels).unwrap_err().field,
+            "labels.bad key"
+        );
         assert!(validate_replicas(MAX_REPLICAS).is_ok());
         assert!(validate_replicas(MAX_REPLICAS + 1).is_err());
     }

@@ -44,9 +44,11 @@ impl Principal {
             return Err(Denied::Role { needed });
         }
         match (namespace, &self.namespaces) {
-            (Some(ns), Some(allowed)) if !allowed.iter().any(|a| a == ns) => Err(Denied::Namespace {
-                namespace: ns.to_owned(),
-            }),
+            (Some(ns), Some(allowed)) if !allowed.iter().any(|a| a == ns) => {
+                Err(Denied::Namespace {
+                    namespace: ns.to_owned(),
+                })
+            }
             // Cluster-wide administration needs an unrestricted token.
             (None, Some(_)) if action == Action::Administer => Err(Denied::Namespace {
                 namespace: "*".to_owned(),

@@ -7,8 +7,8 @@ pub mod sql;
 
 use async_trait::async_trait;
 use tideway_api_types::{
-    App, AppCreate, AutoscalingPolicy, AutoscalingPolicyState, Event, Instance, Labels,
-    Namespace, Release, Role, Strategy, TokenInfo, Version, VersionCreate, VersionState,
+    App, AppCreate, AutoscalingPolicy, AutoscalingPolicyState, Event, Instance, Labels, Namespace,
+    Release, Role, Strategy, TokenInfo, Version, VersionCreate, VersionState,
 };
 
 use crate::domain::event::NewEvent;
@@ -195,8 +195,11 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> StoreResult<Page<Instance>>;
 
-    async fn get_policy(&self, ns: &Name, app: &Name)
-        -> StoreResult<Option<AutoscalingPolicyState>>;
+    async fn get_policy(
+        &self,
+        ns: &Name,
+        app: &Name,
+    ) -> StoreResult<Option<AutoscalingPolicyState>>;
     async fn put_policy(
         &self,
         ns: &Name,

@@ -17,8 +17,8 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tideway_api_types::{
     App, AppCreate, AutoscalingPolicy, AutoscalingPolicyState, Event, HealthCheck, Instance,
-    InstanceState, Labels, Namespace, Release, Resources, Role, RunSpec, Strategy,
-    TokenInfo, Version, VersionCreate, VersionState,
+    InstanceState, Labels, Namespace, Release, Resources, Role, RunSpec, Strategy, TokenInfo,
+    Version, VersionCreate, VersionState,
 };
 
 use super::{
@@ -273,7 +273,10 @@ impl SqlStore {
                             })
                         })
                 };
-                let writer = pool(1).connect_with(options.clone()).await.map_err(db_err)?;
+                let writer = pool(1)
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(db_err)?;
                 let reader = pool(4).connect_with(options).await.map_err(db_err)?;
                 (reader, writer)
             }
@@ -355,11 +358,27 @@ impl SqlStore {
         get(&row, "id")
     }
 
-    async fn app_in<'e, E>(executor: E, ns: &Name, name: &Name) -> StoreResult<AppRecord>
+    /// Row-lock suffix for reads that precede a write in the same transaction. PostgreSQL
+    /// queues concurrent writers on the row instead of letting them race and retry; SQLite
+    /// needs none because its single write connection already serializes writers.
+    fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+
+    async fn app_in<'e, E>(
+        executor: E,
+        ns: &Name,
+        name: &Name,
+        lock: &str,
+    ) -> StoreResult<AppRecord>
     where
         E: Executor<'e, Database = Any>,
     {
-        let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE namespace = $1 AND name = $2");
+        let sql =
+            format!("SELECT {APP_COLUMNS} FROM apps WHERE namespace = $1 AND name = $2{lock}");
         let row = sqlx::query(&sql)
             .bind(ns.as_str())
             .bind(name.as_str())
@@ -562,12 +581,14 @@ impl Store for SqlStore {
         let mut tx = self.begin().await?;
         let current = Self::namespace_in(&mut *tx, name).await?;
         check_generation(expected, current.generation)?;
-        sqlx::query("UPDATE namespaces SET labels = $1, generation = generation + 1 WHERE name = $2")
-            .bind(to_json(labels)?)
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            "UPDATE namespaces SET labels = $1, generation = generation + 1 WHERE name = $2",
+        )
+        .bind(to_json(labels)?)
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         self.insert_event(&mut tx, &event).await?;
         let ns = Self::namespace_in(&mut *tx, name).await?;
         tx.commit().await.map_err(db_err)?;
@@ -641,7 +662,7 @@ impl Store for SqlStore {
     }
 
     async fn get_app(&self, ns: &Name, name: &Name) -> StoreResult<AppRecord> {
-        Self::app_in(&self.reader, ns, name).await
+        Self::app_in(&self.reader, ns, name, "").await
     }
 
     async fn list_apps(&self, ns: &Name, page: &PageRequest) -> StoreResult<Page<App>> {
@@ -672,7 +693,7 @@ impl Store for SqlStore {
     ) -> StoreResult<App> {
         for _ in 0..UPDATE_ATTEMPTS {
             let mut tx = self.begin().await?;
-            let current = Self::app_in(&mut *tx, ns, name).await?;
+            let current = Self::app_in(&mut *tx, ns, name, self.for_update()).await?;
             check_generation(expected, current.app.generation)?;
             let mut app = current.app.clone();
             let event = change(&mut app)?;
@@ -717,7 +738,7 @@ impl Store for SqlStore {
         event: NewEvent,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let current = Self::app_in(&mut *tx, ns, name).await?;
+        let current = Self::app_in(&mut *tx, ns, name, self.for_update()).await?;
         check_generation(expected, current.app.generation)?;
         sqlx::query("DELETE FROM apps WHERE id = $1")
             .bind(current.id)
@@ -745,7 +766,7 @@ impl Store for SqlStore {
         };
         for _ in 0..UPDATE_ATTEMPTS {
             let mut tx = self.begin().await?;
-            let rec = Self::app_in(&mut *tx, ns, app).await?;
+            let rec = Self::app_in(&mut *tx, ns, app, self.for_update()).await?;
             let result = sqlx::query(
                 "INSERT INTO versions (app_id, number, artifact_digest, spec, state, created_at) \
                  SELECT $1, COALESCE(MAX(number), 0) + 1, $2, $3, $4, $5 FROM versions WHERE app_id = $1 \
@@ -783,7 +804,7 @@ impl Store for SqlStore {
     }
 
     async fn get_version(&self, ns: &Name, app: &Name, number: u32) -> StoreResult<Version> {
-        let rec = Self::app_in(&self.reader, ns, app).await?;
+        let rec = Self::app_in(&self.reader, ns, app, "").await?;
         let row = sqlx::query(
             "SELECT number, artifact_digest, spec, state, created_at FROM versions \
              WHERE app_id = $1 AND number = $2",
@@ -808,7 +829,7 @@ impl Store for SqlStore {
         app: &Name,
         page: &PageRequest,
     ) -> StoreResult<Page<Version>> {
-        let rec = Self::app_in(&self.reader, ns, app).await?;
+        let rec = Self::app_in(&self.reader, ns, app, "").await?;
         let rows = sqlx::query(
             "SELECT number, artifact_digest, spec, state, created_at FROM versions \
              WHERE app_id = $1 AND number < $2 ORDER BY number DESC LIMIT $3",
@@ -835,7 +856,7 @@ impl Store for SqlStore {
         event: NewEvent,
     ) -> StoreResult<Release> {
         let mut tx = self.begin().await?;
-        let rec = Self::app_in(&mut *tx, ns, app).await?;
+        let rec = Self::app_in(&mut *tx, ns, app, self.for_update()).await?;
         let exists = sqlx::query("SELECT number FROM versions WHERE app_id = $1 AND number = $2")
             .bind(rec.id)
             .bind(i64::from(target_version))
@@ -904,8 +925,10 @@ impl Store for SqlStore {
         app: &Name,
         page: &PageRequest,
     ) -> StoreResult<Page<Release>> {
-        let rec = Self::app_in(&self.reader, ns, app).await?;
-        let sql = format!("{RELEASE_SELECT} WHERE r.app_id = $1 AND r.id < $2 ORDER BY r.id DESC LIMIT $3");
+        let rec = Self::app_in(&self.reader, ns, app, "").await?;
+        let sql = format!(
+            "{RELEASE_SELECT} WHERE r.app_id = $1 AND r.id < $2 ORDER BY r.id DESC LIMIT $3"
+        );
         let rows = sqlx::query(&sql)
             .bind(rec.id)
             .bind(desc_cursor(page)?)
@@ -921,9 +944,8 @@ impl Store for SqlStore {
     }
 
     async fn active_releases(&self) -> StoreResult<Vec<ReleaseRecord>> {
-        let sql = format!(
-            "{RELEASE_SELECT} WHERE r.state IN ('pending', 'progressing') ORDER BY r.id"
-        );
+        let sql =
+            format!("{RELEASE_SELECT} WHERE r.state IN ('pending', 'progressing') ORDER BY r.id");
         let rows = sqlx::query(&sql)
             .fetch_all(&self.reader)
             .await
@@ -977,7 +999,7 @@ impl Store for SqlStore {
         app: &Name,
         page: &PageRequest,
     ) -> StoreResult<Page<Instance>> {
-        let rec = Self::app_in(&self.reader, ns, app).await?;
+        let rec = Self::app_in(&self.reader, ns, app, "").await?;
         let rows = sqlx::query(
             "SELECT id, version, state, address, pid, restarts, created_at, updated_at FROM instances \
              WHERE app_id = $1 AND id > $2 ORDER BY id LIMIT $3",
@@ -1012,7 +1034,7 @@ impl Store for SqlStore {
         ns: &Name,
         app: &Name,
     ) -> StoreResult<Option<AutoscalingPolicyState>> {
-        let rec = Self::app_in(&self.reader, ns, app).await?;
+        let rec = Self::app_in(&self.reader, ns, app, "").await?;
         let row = sqlx::query(
             "SELECT policy, generation, updated_at FROM autoscaling_policies WHERE app_id = $1",
         )
@@ -1039,7 +1061,7 @@ impl Store for SqlStore {
         event: NewEvent,
     ) -> StoreResult<AutoscalingPolicyState> {
         let mut tx = self.begin().await?;
-        let rec = Self::app_in(&mut *tx, ns, app).await?;
+        let rec = Self::app_in(&mut *tx, ns, app, self.for_update()).await?;
         let current: Option<i64> =
             sqlx::query("SELECT generation FROM autoscaling_policies WHERE app_id = $1")
                 .bind(rec.id)
