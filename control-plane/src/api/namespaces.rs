@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde_json::json;
-use tideway_api_types::{ErrorBody, Namespace, NamespaceCreate, NamespacePatch, Page};
+use tideway_api_types::{Namespace, NamespaceCreate, NamespacePatch, Page};
 
 use super::error::ApiError;
 use super::extract::{etag, ApiJson, ApiQuery, IfMatch, NsPath};
@@ -118,7 +118,3 @@ pub async fn delete(
     s.store.delete_namespace(&ns, expected, event).await?;
     Ok(StatusCode::NO_CONTENT)
 }
-
-/// Keeps the import of the error schema used by `CommonErrors` visible to readers.
-#[allow(dead_code)]
-type _Errors = ErrorBody;

@@ -463,6 +463,14 @@ fn check_generation(expected: Option<i64>, current: i64) -> StoreResult<()> {
     }
 }
 
+/// `$first, $first+1, …` for an `IN (…)` list of `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Keyset cursor over names: the cursor is the last name served.
 fn name_cursor(page: &PageRequest) -> String {
     page.cursor.clone().unwrap_or_default()
@@ -551,23 +559,31 @@ impl Store for SqlStore {
         page: &PageRequest,
         visible: Option<&[String]>,
     ) -> StoreResult<Page<Namespace>> {
-        let rows = sqlx::query(
-            "SELECT name, labels, created_at, generation FROM namespaces WHERE name > $1 \
-             ORDER BY name LIMIT $2",
-        )
-        .bind(name_cursor(page))
-        // Over-fetch when filtering so a page is rarely short; the cursor keeps it correct.
-        .bind(i64::from(page.limit) + 1 + visible.map_or(0, |_| 1000))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?;
-        let mut items = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let ns = namespace_from_row(row)?;
-            if visible.is_none_or(|v| v.contains(&ns.name)) {
-                items.push(ns);
-            }
+        let mut sql = String::from(
+            "SELECT name, labels, created_at, generation FROM namespaces WHERE name > $1",
+        );
+        if visible.is_some_and(<[String]>::is_empty) {
+            return Ok(Page {
+                items: vec![],
+                next_cursor: None,
+            });
         }
+        let visible = visible.unwrap_or_default();
+        if !visible.is_empty() {
+            sql.push_str(&format!(" AND name IN ({})", placeholders(3, visible.len())));
+        }
+        sql.push_str(" ORDER BY name LIMIT $2");
+        let mut query = sqlx::query(&sql)
+            .bind(name_cursor(page))
+            .bind(i64::from(page.limit) + 1);
+        for ns in visible {
+            query = query.bind(ns.as_str());
+        }
+        let rows = query.fetch_all(&self.reader).await.map_err(db_err)?;
+        let items = rows
+            .iter()
+            .map(namespace_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok(paginate(items, page.limit, |n| n.name.clone()))
     }
 
@@ -1247,12 +1263,11 @@ impl Store for SqlStore {
                     next_cursor: None,
                 });
             }
-            let mut placeholders = Vec::new();
-            for ns in visible {
-                args.push(ns.clone());
-                placeholders.push(format!("${}", args.len() + 1));
-            }
-            sql.push_str(&format!(" AND namespace IN ({})", placeholders.join(", ")));
+            sql.push_str(&format!(
+                " AND namespace IN ({})",
+                placeholders(args.len() + 2, visible.len())
+            ));
+            args.extend(visible.iter().cloned());
         }
         sql.push_str(&format!(" ORDER BY id LIMIT ${}", args.len() + 2));
         let mut query = sqlx::query(&sql).bind(filter.after.unwrap_or(0));
