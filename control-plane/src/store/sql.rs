@@ -394,17 +394,18 @@ impl SqlStore {
         }
     }
 
-    async fn namespace_in<'e, E>(executor: E, name: &Name) -> StoreResult<Namespace>
+    async fn namespace_in<'e, E>(executor: E, name: &Name, lock: &str) -> StoreResult<Namespace>
     where
         E: Executor<'e, Database = Any>,
     {
-        let row = sqlx::query(
-            "SELECT name, labels, created_at, generation FROM namespaces WHERE name = $1",
-        )
-        .bind(name.as_str())
-        .fetch_optional(executor)
-        .await
-        .map_err(db_err)?;
+        let sql = format!(
+            "SELECT name, labels, created_at, generation FROM namespaces WHERE name = $1{lock}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(name.as_str())
+            .fetch_optional(executor)
+            .await
+            .map_err(db_err)?;
         match row {
             Some(row) => namespace_from_row(&row),
             None => Err(StoreError::NotFound {
@@ -414,11 +415,17 @@ impl SqlStore {
         }
     }
 
-    async fn release_by_id<'e, E>(executor: E, id: i64) -> StoreResult<ReleaseRecord>
+    async fn release_by_id<'e, E>(executor: E, id: i64, lock: &str) -> StoreResult<ReleaseRecord>
     where
         E: Executor<'e, Database = Any>,
     {
-        let sql = format!("{RELEASE_SELECT} WHERE r.id = $1");
+        // `OF r`: lock the release row only, not the joined app.
+        let lock = if lock.is_empty() {
+            ""
+        } else {
+            " FOR UPDATE OF r"
+        };
+        let sql = format!("{RELEASE_SELECT} WHERE r.id = $1{lock}");
         let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(executor)
@@ -433,17 +440,18 @@ impl SqlStore {
         }
     }
 
-    async fn token_by_id<'e, E>(executor: E, id: i64) -> StoreResult<TokenInfo>
+    async fn token_by_id<'e, E>(executor: E, id: i64, lock: &str) -> StoreResult<TokenInfo>
     where
         E: Executor<'e, Database = Any>,
     {
-        let row = sqlx::query(
-            "SELECT id, name, role, namespaces, created_at, revoked_at FROM tokens WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(executor)
-        .await
-        .map_err(db_err)?;
+        let sql = format!(
+            "SELECT id, name, role, namespaces, created_at, revoked_at FROM tokens WHERE id = $1{lock}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(executor)
+            .await
+            .map_err(db_err)?;
         match row {
             Some(row) => token_from_row(&row),
             None => Err(StoreError::NotFound {
@@ -452,6 +460,18 @@ impl SqlStore {
             }),
         }
     }
+}
+
+/// A conditional write that touched no row lost a race the row lock should have prevented;
+/// refuse rather than write over the winner.
+fn lost_race(rows: u64, kind: &str, name: &str) -> StoreResult<()> {
+    if rows == 0 {
+        return Err(StoreError::Conflict {
+            code: "write_contention",
+            message: format!("{kind} '{name}' changed concurrently; retry"),
+        });
+    }
+    Ok(())
 }
 
 fn check_generation(expected: Option<i64>, current: i64) -> StoreResult<()> {
@@ -545,13 +565,13 @@ impl Store for SqlStore {
             });
         }
         self.insert_event(&mut tx, &event).await?;
-        let ns = Self::namespace_in(&mut *tx, name).await?;
+        let ns = Self::namespace_in(&mut *tx, name, "").await?;
         tx.commit().await.map_err(db_err)?;
         Ok(ns)
     }
 
     async fn get_namespace(&self, name: &Name) -> StoreResult<Namespace> {
-        Self::namespace_in(&self.reader, name).await
+        Self::namespace_in(&self.reader, name, "").await
     }
 
     async fn list_namespaces(
@@ -570,7 +590,10 @@ impl Store for SqlStore {
         }
         let visible = visible.unwrap_or_default();
         if !visible.is_empty() {
-            sql.push_str(&format!(" AND name IN ({})", placeholders(3, visible.len())));
+            sql.push_str(&format!(
+                " AND name IN ({})",
+                placeholders(3, visible.len())
+            ));
         }
         sql.push_str(" ORDER BY name LIMIT $2");
         let mut query = sqlx::query(&sql)
@@ -595,18 +618,22 @@ impl Store for SqlStore {
         event: NewEvent,
     ) -> StoreResult<Namespace> {
         let mut tx = self.begin().await?;
-        let current = Self::namespace_in(&mut *tx, name).await?;
+        let current = Self::namespace_in(&mut *tx, name, self.for_update()).await?;
         check_generation(expected, current.generation)?;
-        sqlx::query(
-            "UPDATE namespaces SET labels = $1, generation = generation + 1 WHERE name = $2",
+        let updated = sqlx::query(
+            "UPDATE namespaces SET labels = $1, generation = generation + 1 \
+             WHERE name = $2 AND generation = $3",
         )
         .bind(to_json(labels)?)
         .bind(name.as_str())
+        .bind(current.generation)
         .execute(&mut *tx)
         .await
-        .map_err(db_err)?;
+        .map_err(db_err)?
+        .rows_affected();
+        lost_race(updated, "namespace", name.as_str())?;
         self.insert_event(&mut tx, &event).await?;
-        let ns = Self::namespace_in(&mut *tx, name).await?;
+        let ns = Self::namespace_in(&mut *tx, name, "").await?;
         tx.commit().await.map_err(db_err)?;
         Ok(ns)
     }
@@ -618,7 +645,7 @@ impl Store for SqlStore {
         event: NewEvent,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let current = Self::namespace_in(&mut *tx, name).await?;
+        let current = Self::namespace_in(&mut *tx, name, self.for_update()).await?;
         check_generation(expected, current.generation)?;
         let apps: i64 = get(
             &sqlx::query("SELECT COUNT(*) AS n FROM apps WHERE namespace = $1")
@@ -634,18 +661,21 @@ impl Store for SqlStore {
                 message: format!("namespace '{name}' still has {apps} app(s); delete them first"),
             });
         }
-        sqlx::query("DELETE FROM namespaces WHERE name = $1")
+        let deleted = sqlx::query("DELETE FROM namespaces WHERE name = $1 AND generation = $2")
             .bind(name.as_str())
+            .bind(current.generation)
             .execute(&mut *tx)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err)?
+            .rows_affected();
+        lost_race(deleted, "namespace", name.as_str())?;
         self.insert_event(&mut tx, &event).await?;
         tx.commit().await.map_err(db_err)
     }
 
     async fn create_app(&self, ns: &Name, app: &AppCreate, event: NewEvent) -> StoreResult<App> {
         let mut tx = self.begin().await?;
-        Self::namespace_in(&mut *tx, ns).await?;
+        Self::namespace_in(&mut *tx, ns, "").await?;
         let now = self.now();
         let sql = format!(
             "INSERT INTO apps (namespace, name, description, labels, replicas, current_version, \
@@ -667,6 +697,12 @@ impl Store for SqlStore {
                         kind: "app",
                         name: format!("{ns}/{}", app.name),
                     }
+                } else if matches!(&e, sqlx::Error::Database(d) if d.is_foreign_key_violation()) {
+                    // The namespace was deleted while we were inserting.
+                    StoreError::NotFound {
+                        kind: "namespace",
+                        name: ns.to_string(),
+                    }
                 } else {
                     db_err(e)
                 }
@@ -682,7 +718,7 @@ impl Store for SqlStore {
     }
 
     async fn list_apps(&self, ns: &Name, page: &PageRequest) -> StoreResult<Page<App>> {
-        Self::namespace_in(&self.reader, ns).await?;
+        Self::namespace_in(&self.reader, ns, "").await?;
         let sql = format!(
             "SELECT {APP_COLUMNS} FROM apps WHERE namespace = $1 AND name > $2 ORDER BY name LIMIT $3"
         );
@@ -756,11 +792,14 @@ impl Store for SqlStore {
         let mut tx = self.begin().await?;
         let current = Self::app_in(&mut *tx, ns, name, self.for_update()).await?;
         check_generation(expected, current.app.generation)?;
-        sqlx::query("DELETE FROM apps WHERE id = $1")
+        let deleted = sqlx::query("DELETE FROM apps WHERE id = $1 AND generation = $2")
             .bind(current.id)
+            .bind(current.app.generation)
             .execute(&mut *tx)
             .await
-            .map_err(db_err)?;
+            .map_err(db_err)?
+            .rows_affected();
+        lost_race(deleted, "app", &current.app.name)?;
         self.insert_event(&mut tx, &event).await?;
         tx.commit().await.map_err(db_err)
     }
@@ -919,13 +958,13 @@ impl Store for SqlStore {
             map.insert("from_versions".into(), serde_json::json!(from));
         }
         self.insert_event(&mut tx, &event).await?;
-        let release = Self::release_by_id(&mut *tx, id).await?.release;
+        let release = Self::release_by_id(&mut *tx, id, "").await?.release;
         tx.commit().await.map_err(db_err)?;
         Ok(release)
     }
 
     async fn get_release(&self, ns: &Name, app: &Name, id: i64) -> StoreResult<Release> {
-        let rec = Self::release_by_id(&self.reader, id).await?;
+        let rec = Self::release_by_id(&self.reader, id, "").await?;
         if rec.release.namespace != ns.as_str() || rec.release.app != app.as_str() {
             return Err(StoreError::NotFound {
                 kind: "release",
@@ -977,20 +1016,30 @@ impl Store for SqlStore {
         event: NewEvent,
     ) -> StoreResult<Release> {
         let mut tx = self.begin().await?;
-        let current = Self::release_by_id(&mut *tx, id).await?;
+        let current = Self::release_by_id(&mut *tx, id, self.for_update()).await?;
         check_generation(Some(expected), current.release.generation)?;
         let now = self.now();
-        sqlx::query(
+        let updated = sqlx::query(
             "UPDATE releases SET state = $1, reason = $2, updated_at = $3, generation = generation + 1 \
-             WHERE id = $4",
+             WHERE id = $4 AND generation = $5",
         )
         .bind(state_str(transition.to))
         .bind(&transition.reason)
         .bind(now)
         .bind(id)
+        .bind(expected)
         .execute(&mut *tx)
         .await
-        .map_err(db_err)?;
+        .map_err(db_err)?
+        .rows_affected();
+        if updated == 0 {
+            // Another reconciler applied a step since we read the release.
+            let current = Self::release_by_id(&self.reader, id, "").await?;
+            return Err(StoreError::PreconditionFailed {
+                expected,
+                current: current.release.generation,
+            });
+        }
         if let Some(version) = transition.set_current_version {
             sqlx::query(
                 "UPDATE apps SET current_version = $1, updated_at = $2, generation = generation + 1 \
@@ -1004,7 +1053,7 @@ impl Store for SqlStore {
             .map_err(db_err)?;
         }
         self.insert_event(&mut tx, &event).await?;
-        let release = Self::release_by_id(&mut *tx, id).await?.release;
+        let release = Self::release_by_id(&mut *tx, id, "").await?.release;
         tx.commit().await.map_err(db_err)?;
         Ok(release)
     }
@@ -1161,7 +1210,7 @@ impl Store for SqlStore {
         })?;
         let id: i64 = get(&row, "id")?;
         self.insert_event(&mut tx, &event).await?;
-        let info = Self::token_by_id(&mut *tx, id).await?;
+        let info = Self::token_by_id(&mut *tx, id, "").await?;
         tx.commit().await.map_err(db_err)?;
         Ok(info)
     }
@@ -1185,19 +1234,26 @@ impl Store for SqlStore {
 
     async fn revoke_token(&self, id: i64, event: NewEvent) -> StoreResult<TokenInfo> {
         let mut tx = self.begin().await?;
-        let current = Self::token_by_id(&mut *tx, id).await?;
+        let current = Self::token_by_id(&mut *tx, id, self.for_update()).await?;
         if current.revoked_at.is_some() {
             // Revoking twice is harmless and records nothing new.
             return Ok(current);
         }
-        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
-            .bind(self.now())
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let updated =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(self.now())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+        if updated == 0 {
+            // A concurrent revocation won and recorded the event.
+            tx.rollback().await.map_err(db_err)?;
+            return Self::token_by_id(&self.reader, id, "").await;
+        }
         self.insert_event(&mut tx, &event).await?;
-        let info = Self::token_by_id(&mut *tx, id).await?;
+        let info = Self::token_by_id(&mut *tx, id, "").await?;
         tx.commit().await.map_err(db_err)?;
         Ok(info)
     }
