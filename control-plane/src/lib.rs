@@ -7,6 +7,7 @@
 //! control plane is down.
 
 pub mod api;
+pub mod artifact;
 pub mod clock;
 pub mod domain;
 pub mod reconcile;
