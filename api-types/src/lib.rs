@@ -198,6 +198,9 @@ pub struct Version {
     pub port: Option<u16>,
     pub health: HealthCheck,
     pub resources: Resources,
+    /// Runs once before any instance starts, from the manifest's `[build]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_command: Option<String>,
     pub state: VersionState,
     pub created_at: DateTime<Utc>,
 }
@@ -216,6 +219,9 @@ pub struct VersionCreate {
     pub health: HealthCheck,
     #[serde(default)]
     pub resources: Resources,
+    /// Runs once in the unpacked artifact before any instance starts.
+    #[serde(default)]
+    pub build_command: Option<String>,
 }
 
 /// How a release moves traffic to the target version.
@@ -295,8 +301,40 @@ pub struct Instance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     pub restarts: u32,
+    /// Why the instance is in its state: last exit status, failing health check, OOM kill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// CPU use over the last second, in percent of one core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// Resident memory (cgroup usage where limits are enforced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Whether the version's memory and CPU limits are enforced (cgroups); when false,
+    /// `limits_note` says why.
+    pub limits_enforced: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_note: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One captured line of an instance's output.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    pub time: DateTime<Utc>,
+    pub instance: String,
+    pub version: u32,
+    pub stream: LogStream,
+    pub line: String,
 }
 
 /// Desired instance count.

@@ -11,6 +11,7 @@ pub mod artifact;
 pub mod clock;
 pub mod domain;
 pub mod reconcile;
+pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -334,6 +334,7 @@ fn version_create(n: u64) -> VersionCreate {
             memory_mb: Some(256),
             cpu_millis: Some(500),
         },
+        build_command: None,
     }
 }
 

@@ -89,8 +89,7 @@ impl Manifest {
         self.port
     }
 
-    /// The version this manifest describes, for the artifact with `digest`. The build
-    /// command is not part of a version.
+    /// The version this manifest describes, for the artifact with `digest`.
     pub fn to_version_create(&self, digest: &str) -> VersionCreate {
         VersionCreate {
             artifact_digest: digest.to_owned(),
@@ -99,6 +98,7 @@ impl Manifest {
             port: self.port,
             health: self.health.clone(),
             resources: self.resources.clone(),
+            build_command: self.build_command.clone(),
         }
     }
 }

@@ -170,6 +170,7 @@ mod tests {
             port: None,
             health: HealthCheck::default(),
             resources: Resources::default(),
+            build_command: None,
         }
     }
 

@@ -143,6 +143,8 @@ struct VersionSpec {
     port: Option<u16>,
     health: HealthCheck,
     resources: Resources,
+    #[serde(default)]
+    build_command: Option<String>,
 }
 
 fn version_state_str(s: VersionState) -> &'static str {
@@ -171,6 +173,7 @@ fn version_from_row(row: &AnyRow, ns: &str, app: &str) -> StoreResult<Version> {
         port: spec.port,
         health: spec.health,
         resources: spec.resources,
+        build_command: spec.build_command,
         state,
         created_at: from_ms(get(row, "created_at")?)?,
     })
@@ -818,6 +821,7 @@ impl Store for SqlStore {
             port: version.port,
             health: version.health.clone(),
             resources: version.resources.clone(),
+            build_command: version.build_command.clone(),
         };
         for _ in 0..UPDATE_ATTEMPTS {
             let mut tx = self.begin().await?;
@@ -1087,6 +1091,11 @@ impl Store for SqlStore {
                 address: get(row, "address")?,
                 pid: pid.and_then(|p| u32::try_from(p).ok()),
                 restarts: u32_col(row, "restarts")?,
+                message: None,
+                cpu_percent: None,
+                memory_bytes: None,
+                limits_enforced: false,
+                limits_note: None,
                 created_at: from_ms(get(row, "created_at")?)?,
                 updated_at: from_ms(get(row, "updated_at")?)?,
             });
