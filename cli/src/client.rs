@@ -5,13 +5,18 @@ use std::fmt;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tideway_api_types::{ErrorBody, Page};
 
 /// Page size used when walking a whole list; the server caps it anyway.
 const PAGE_LIMIT: &str = "100";
+
+/// Whole-request limit of ordinary JSON calls. Uploads and log streams have none: they last
+/// as long as the data does.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How much of a non-API error body to show: enough for a proxy's one-line reason, not a
 /// whole HTML error page.
@@ -28,6 +33,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// Whether `err` is an API error with this stable code.
+    pub fn has_code(err: &anyhow::Error, code: &str) -> bool {
+        err.downcast_ref::<ApiError>()
+            .is_some_and(|e| e.code.as_deref() == Some(code))
+    }
+
     /// Interprets an error response body, keeping the raw text when it is not the API's
     /// `{"error": {...}}` shape.
     pub fn from_body(status: StatusCode, body: &str) -> Self {
@@ -84,7 +95,6 @@ impl ApiClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("tideway-cli/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
             .build()
             .context("building the HTTP client")?;
         Ok(ApiClient {
@@ -164,6 +174,52 @@ impl ApiClient {
         Ok(())
     }
 
+    /// `GET /api/v1/<path>` of a `text/plain` resource, e.g. a build log.
+    pub async fn get_text(&self, path: &[&str]) -> anyhow::Result<String> {
+        let req = self
+            .request(Method::GET, path, &[])?
+            .header(ACCEPT, "text/plain")
+            .timeout(REQUEST_TIMEOUT);
+        let resp = self.execute(req).await?;
+        let url = resp.url().clone();
+        resp.text()
+            .await
+            .with_context(|| format!("reading the response from {url}"))
+    }
+
+    /// `POST /api/v1/<path>` with a raw body of `content_type`, typically streamed, and a
+    /// JSON answer. `length` is sent as `Content-Length` so the server can refuse an
+    /// oversized body before it arrives. No overall timeout: an upload takes as long as it
+    /// takes.
+    pub async fn post_body<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        content_type: &str,
+        length: u64,
+        body: reqwest::Body,
+    ) -> anyhow::Result<T> {
+        let req = self
+            .request(Method::POST, path, &[])?
+            .header(CONTENT_TYPE, content_type)
+            .header(CONTENT_LENGTH, length)
+            .body(body);
+        decode(self.execute(req).await?).await
+    }
+
+    /// `GET /api/v1/<path>` whose body is read incrementally by the caller (e.g. a log
+    /// stream), with `accept` as the `Accept` header. No overall timeout.
+    pub async fn get_stream(
+        &self,
+        path: &[&str],
+        query: &[(&str, String)],
+        accept: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let req = self
+            .request(Method::GET, path, query)?
+            .header(ACCEPT, accept);
+        self.execute(req).await
+    }
+
     /// Builds `<base>/api/v1/<segments>`, percent-encoding each segment so user input can
     /// never change which route is hit.
     fn url(&self, path: &[&str]) -> anyhow::Result<Url> {
@@ -176,6 +232,21 @@ impl ApiClient {
         Ok(url)
     }
 
+    /// An authenticated request to `/api/v1/<path>?<query>`.
+    fn request(
+        &self,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, String)],
+    ) -> anyhow::Result<RequestBuilder> {
+        Ok(self
+            .http
+            .request(method, self.url(path)?)
+            .bearer_auth(&self.token)
+            .query(query))
+    }
+
+    /// An ordinary JSON call, bounded by [`REQUEST_TIMEOUT`].
     async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,
@@ -183,14 +254,15 @@ impl ApiClient {
         query: &[(&str, String)],
         body: Option<&B>,
     ) -> anyhow::Result<reqwest::Response> {
-        let mut req = self
-            .http
-            .request(method, self.url(path)?)
-            .bearer_auth(&self.token)
-            .query(query);
+        let mut req = self.request(method, path, query)?.timeout(REQUEST_TIMEOUT);
         if let Some(body) = body {
             req = req.json(body);
         }
+        self.execute(req).await
+    }
+
+    /// Sends `req`, turning any non-2xx answer into an [`ApiError`].
+    async fn execute(&self, req: RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req
             .send()
             .await

@@ -8,6 +8,8 @@
 //! reason to reach around it.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
@@ -20,9 +22,15 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub mod client;
 mod config;
+mod deploy;
+mod logs;
+#[cfg(test)]
+mod mock_tests;
 mod output;
+mod pack;
 
 use client::ApiClient;
+use logs::Since;
 pub use output::Format;
 
 /// The client subcommands of `tideway`.
@@ -40,6 +48,10 @@ pub enum Command {
     Instances(AppArgs),
     /// Set the desired instance count of an app.
     Scale(ScaleArgs),
+    /// Pack a directory, upload it as a new version and release it.
+    Deploy(DeployArgs),
+    /// Show (and follow) the output of an app's instances.
+    Logs(LogsArgs),
 }
 
 /// Options every API command takes.
@@ -143,6 +155,48 @@ pub struct ScaleArgs {
     replicas: u32,
 }
 
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The app's directory, with `tideway.toml` at its root. Files matched by `.gitignore`
+    /// or `.tidewayignore` files inside it are left out, and so is `.git`.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// App to deploy to; created when it does not exist.
+    #[arg(long, value_parser = dns_label)]
+    app: String,
+    /// Desired instances: for a new app, or scaled to when the app exists.
+    #[arg(long)]
+    replicas: Option<u32>,
+    /// Wait until the release succeeds or fails, showing instances becoming ready.
+    #[arg(long)]
+    wait: bool,
+    /// Seconds to wait for the build and, with --wait, for the release.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(value_parser = dns_label)]
+    app: String,
+    /// Keep printing new lines until the server closes the stream or Ctrl-C.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only lines of this instance.
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
+    /// Only lines since this long ago (`30s`, `5m`, `1h30m`, `2d`) or this RFC 3339 time.
+    #[arg(long, value_name = "DURATION|TIME", value_parser = logs::parse_since)]
+    since: Option<Since>,
+    /// Start with the last N lines.
+    #[arg(long, value_name = "N")]
+    tail: Option<u32>,
+}
+
 /// Rejects names the server would refuse anyway, before any request, using the same rule;
 /// this also keeps an empty `TIDEWAY_NAMESPACE` from turning into a malformed path.
 fn dns_label(s: &str) -> Result<String, String> {
@@ -187,6 +241,33 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             show(args.common.output, raw, |s: Scale| {
                 format!("Scaled {ns}/{} to {} replicas", args.app, s.replicas)
             })
+        }
+        Command::Deploy(args) => {
+            let client = connect()?;
+            let deploy = deploy::Deploy {
+                namespace: args.common.namespace,
+                app: args.app,
+                dir: args.dir,
+                replicas: args.replicas,
+                wait: args.wait,
+                timeout: Duration::from_secs(args.timeout),
+                format: args.common.output,
+            };
+            deploy::run(&client, deploy).await
+        }
+        Command::Logs(args) => {
+            let client = connect()?;
+            let ns = &args.common.namespace;
+            let path = ["namespaces", ns, "apps", &args.app, "logs"];
+            let query = logs::query(
+                args.follow,
+                args.instance.as_deref(),
+                args.since,
+                args.tail,
+                Utc::now(),
+            );
+            let mut stdout = std::io::stdout();
+            logs::stream(&client, &path, &query, args.common.output, &mut stdout).await
         }
     }
 }
@@ -345,7 +426,7 @@ fn show<T: DeserializeOwned>(
 
 /// Responses are fetched untyped so `-o json` shows exactly what the server sent; tables
 /// need the typed shape.
-fn typed<T: DeserializeOwned>(raw: Value) -> anyhow::Result<T> {
+pub(crate) fn typed<T: DeserializeOwned>(raw: Value) -> anyhow::Result<T> {
     serde_json::from_value(raw)
         .context("the server's response does not match the API types this CLI was built with")
 }
@@ -406,6 +487,74 @@ mod tests {
         let err = Cli::try_parse_from(["tideway", "apps", "create", "Web_1"]).unwrap_err();
         assert!(err.to_string().contains("not a valid name"), "{err}");
         assert!(Cli::try_parse_from(["tideway", "versions", "web", "-n", ""]).is_err());
+    }
+
+    #[test]
+    fn deploy_flags_and_defaults() {
+        let Command::Deploy(d) = parse(&["deploy", "--app", "web"]) else {
+            panic!("not deploy")
+        };
+        assert_eq!(d.dir, PathBuf::from("."));
+        assert_eq!(
+            (d.app.as_str(), d.replicas, d.wait, d.timeout),
+            ("web", None, false, 300)
+        );
+
+        let Command::Deploy(d) = parse(&[
+            "deploy",
+            "./svc",
+            "--app",
+            "api",
+            "--replicas",
+            "3",
+            "--wait",
+            "--timeout",
+            "60",
+            "-n",
+            "prod",
+            "-o",
+            "json",
+        ]) else {
+            panic!("not deploy")
+        };
+        assert_eq!(d.dir, PathBuf::from("./svc"));
+        assert_eq!((d.replicas, d.wait, d.timeout), (Some(3), true, 60));
+        assert_eq!(d.common.namespace, "prod");
+        assert_eq!(d.common.output, Format::Json);
+
+        assert!(Cli::try_parse_from(["tideway", "deploy"]).is_err());
+        assert!(Cli::try_parse_from(["tideway", "deploy", "--app", "Bad_Name"]).is_err());
+    }
+
+    #[test]
+    fn logs_flags() {
+        let Command::Logs(l) = parse(&[
+            "logs",
+            "web",
+            "-f",
+            "--instance",
+            "web-1",
+            "--since",
+            "5m",
+            "--tail",
+            "20",
+        ]) else {
+            panic!("not logs")
+        };
+        assert!(l.follow);
+        assert_eq!(l.instance.as_deref(), Some("web-1"));
+        assert_eq!(l.since, Some(Since::Ago(chrono::Duration::minutes(5))));
+        assert_eq!(l.tail, Some(20));
+
+        let Command::Logs(l) = parse(&["logs", "web"]) else {
+            panic!("not logs")
+        };
+        assert!(!l.follow && l.since.is_none() && l.tail.is_none());
+
+        let err = Cli::try_parse_from(["tideway", "logs", "web", "--since", "5 minutes"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duration"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,9 @@ const NONE: &str = "-";
 /// Length of `sha256:` plus 12 hex digits: enough to tell artifacts apart.
 const SHORT_DIGEST: usize = 19;
 
+/// Longest instance message shown in a table cell; `-o json` has the whole text.
+const MAX_MESSAGE: usize = 60;
+
 /// Prints a JSON value the way `-o json` promises: pretty, with a trailing newline.
 pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
@@ -73,7 +76,9 @@ pub fn versions(versions: &[Version], now: DateTime<Utc>) -> Table {
 }
 
 pub fn instances(instances: &[Instance]) -> Table {
-    let mut t = table(["ID", "VERSION", "STATE", "ADDRESS", "PID", "RESTARTS"]);
+    let mut t = table([
+        "ID", "VERSION", "STATE", "ADDRESS", "PID", "RESTARTS", "CPU", "MEM", "MESSAGE",
+    ]);
     for i in instances {
         t.add_row([
             i.id.clone(),
@@ -82,6 +87,12 @@ pub fn instances(instances: &[Instance]) -> Table {
             i.address.clone().unwrap_or_else(|| NONE.to_owned()),
             i.pid.map_or_else(|| NONE.to_owned(), |p| p.to_string()),
             i.restarts.to_string(),
+            i.cpu_percent
+                .map_or_else(|| NONE.to_owned(), |c| format!("{c:.1}%")),
+            i.memory_bytes.map_or_else(|| NONE.to_owned(), human_bytes),
+            i.message
+                .as_deref()
+                .map_or_else(|| NONE.to_owned(), |m| truncate(m, MAX_MESSAGE)),
         ]);
     }
     t
@@ -158,6 +169,37 @@ fn version(number: u32) -> String {
     format!("v{number}")
 }
 
+/// `sha256:0123456789ab…`: the digest cut to [`SHORT_DIGEST`] characters.
+pub fn short_digest(digest: &str) -> String {
+    truncate(digest, SHORT_DIGEST)
+}
+
+/// The first line of `text`, cut to `max` characters with `…` when anything was left out.
+pub fn truncate(text: &str, max: usize) -> String {
+    let first_line = text.lines().next().unwrap_or("");
+    let mut out: String = first_line.chars().take(max).collect();
+    if out.len() < text.trim_end().len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Binary units with one decimal: `512 B`, `3.4 KiB`, `12.0 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    // Precision lost above 2^53 bytes does not show at one decimal.
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// RFC 3339 in UTC to the second: sortable and unambiguous.
 pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -187,7 +229,7 @@ pub fn relative_time(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// The snake_case name an enum has on the wire (`crash_loop`, not `CrashLoop`), so tables
 /// and `-o json` use the same words.
-fn wire_name<T: Serialize>(value: &T) -> String {
+pub fn wire_name<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => s,
         _ => NONE.to_owned(),
@@ -223,6 +265,74 @@ mod tests {
         assert_eq!(ago(30 * 86_400), "30d ago");
         assert_eq!(ago(31 * 86_400), "2025-05-01");
         assert_eq!(ago(-3600), "2025-06-01T13:00:00Z");
+    }
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(3482), "3.4 KiB");
+        assert_eq!(human_bytes(256 * 1024 * 1024), "256.0 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn truncation_marks_what_was_cut() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("exactly10!", 10), "exactly10!");
+        assert_eq!(truncate("longer than ten", 10), "longer tha…");
+        assert_eq!(truncate("line one\nline two", 40), "line one…");
+        assert_eq!(truncate("trailing\n", 40), "trailing");
+        assert_eq!(
+            short_digest(&format!("sha256:{}", "0".repeat(64))),
+            "sha256:000000000000…"
+        );
+    }
+
+    #[test]
+    fn instances_show_usage_and_messages() {
+        let i = Instance {
+            id: "web-3-ab12".into(),
+            namespace: "default".into(),
+            app: "web".into(),
+            version: 3,
+            state: InstanceState::CrashLoop,
+            address: Some("127.0.0.1:4001".into()),
+            pid: Some(4242),
+            restarts: 5,
+            message: Some(format!("exited with status 1: {}", "x".repeat(100))),
+            cpu_percent: Some(12.345),
+            memory_bytes: Some(48 * 1024 * 1024),
+            limits_enforced: true,
+            limits_note: None,
+            created_at: now(),
+            updated_at: now(),
+        };
+        let idle = Instance {
+            id: "web-3-cd34".into(),
+            state: InstanceState::Starting,
+            address: None,
+            pid: None,
+            restarts: 0,
+            message: None,
+            cpu_percent: None,
+            memory_bytes: None,
+            ..i.clone()
+        };
+        let mut t = instances(&[i, idle]);
+        t.set_content_arrangement(ContentArrangement::Disabled);
+        let text = t.to_string();
+        let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+        assert!(lines[0].starts_with("ID "), "{text}");
+        assert!(lines[0].ends_with("CPU    MEM       MESSAGE"), "{text}");
+        assert!(lines[1].contains(" crash_loop "), "{text}");
+        assert!(
+            lines[1].contains(" 12.3%  48.0 MiB  exited with status 1: xxx"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with('…'), "{text}");
+        assert!(lines[2].ends_with("0         -      -         -"), "{text}");
     }
 
     #[test]

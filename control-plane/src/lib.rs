@@ -10,6 +10,8 @@ pub mod api;
 pub mod artifact;
 pub mod clock;
 pub mod domain;
+pub mod intake;
+pub mod layout;
 pub mod reconcile;
 pub mod runtime;
 pub mod server;

@@ -1,6 +1,7 @@
 //! The `tideway` binary: `tideway server` runs the control plane; every other subcommand is
 //! the command-line client of its REST API.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -29,17 +30,40 @@ enum Command {
         #[arg(long, env = "TIDEWAY_LOG_FORMAT", value_enum, default_value = "pretty")]
         log_format: LogFormat,
     },
+    /// Supervise one instance of the local runtime (started by the control plane).
+    #[command(hide = true)]
+    Shim {
+        /// The instance directory holding `spec.json`.
+        #[arg(long)]
+        dir: PathBuf,
+    },
     #[command(flatten)]
     Client(tideway_cli::Command),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Server { config, log_format } => serve(config, log_format).await,
-        Command::Client(command) => tideway_cli::run(command).await,
+    // The shim is a small synchronous process per instance: no tokio runtime, no tracing.
+    if let Command::Shim { dir } = cli.command {
+        return tideway::runtime::local::shim::run(dir);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Server { config, log_format } => serve(config, log_format).await,
+            Command::Client(command) => tideway_cli::run(command).await,
+            Command::Shim { .. } => Ok(()),
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -15,14 +15,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, auth::TokenCache, AppState};
+use crate::artifact::{ArtifactStore, UnpackLimits};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::event::NewEvent;
 use crate::domain::name::Name;
 use crate::domain::token::{mint_secret, secret_hash, Role};
+use crate::intake::{Intake, UploadLimits};
+use crate::layout::Layout;
+use crate::reconcile::build::BuildReconciler;
 use crate::reconcile::release::ReleaseReconciler;
+use crate::reconcile::runtime::{record_events, RuntimeReconciler};
+use crate::runtime::local::{LocalConfig, LocalDriver};
+use crate::runtime::RuntimeDriver;
 use crate::store::sql::SqlStore;
 use crate::store::{Store, StoreError};
 use crate::telemetry::HttpMetrics;
+
+const MIB: u64 = 1024 * 1024;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,11 +48,29 @@ pub struct ServerConfig {
     /// `postgres://…` for PostgreSQL; default is SQLite at `<data-dir>/tideway.db`.
     #[arg(long, env = "TIDEWAY_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Largest artifact upload, in MiB.
+    #[arg(long, env = "TIDEWAY_MAX_ARTIFACT_MB", default_value_t = 1024)]
+    pub max_artifact_mb: u64,
+    /// Most entries an artifact may unpack to.
+    #[arg(long, env = "TIDEWAY_MAX_ARTIFACT_ENTRIES", default_value_t = 100_000)]
+    pub max_artifact_entries: u64,
+    /// Most bytes an artifact may unpack to, in MiB (archive bombs stop here).
+    #[arg(long, env = "TIDEWAY_MAX_UNPACKED_MB", default_value_t = 4096)]
+    pub max_unpacked_mb: u64,
+    /// How long a version's build step may run.
+    #[arg(long, env = "TIDEWAY_BUILD_TIMEOUT_SECS", default_value_t = 600)]
+    pub build_timeout_secs: u64,
+    /// Between SIGTERM and SIGKILL when an instance stops.
+    #[arg(long, env = "TIDEWAY_STOP_GRACE_SECS", default_value_t = 10)]
+    pub stop_grace_secs: u64,
 }
 
 pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
+    build_timeout: Duration,
+    /// Stops the runtime driver's own loops (never its instances).
+    runtime_shutdown: CancellationToken,
 }
 
 /// Written beside the database on first start; readable only by its owner.
@@ -78,14 +105,50 @@ impl Server {
         let listener = TcpListener::bind(config.api_addr)
             .await
             .with_context(|| format!("binding the API to {}", config.api_addr))?;
+
+        let layout = Layout::new(config.data_dir.clone());
+        let runtime_shutdown = CancellationToken::new();
+        let runtime: Arc<dyn RuntimeDriver> = LocalDriver::start(
+            LocalConfig {
+                root: layout.runtime(),
+                shim_exe: std::env::current_exe().context("locating the tideway binary")?,
+                stop_grace: Duration::from_secs(config.stop_grace_secs),
+                log_max_bytes: 10 * MIB,
+                log_files: 3,
+            },
+            runtime_shutdown.clone(),
+        )
+        .context("starting the local runtime")?;
+        let intake = Arc::new(Intake::new(
+            store.clone(),
+            ArtifactStore::new(layout.artifacts()),
+            layout.clone(),
+            UploadLimits {
+                max_artifact_bytes: config.max_artifact_mb.saturating_mul(MIB),
+                unpack: UnpackLimits {
+                    max_entries: config.max_artifact_entries,
+                    max_unpacked_bytes: config.max_unpacked_mb.saturating_mul(MIB),
+                },
+            },
+        ));
         let state = Arc::new(AppState {
             store,
+            runtime,
+            intake,
+            layout,
             clock,
             tokens: TokenCache::default(),
             metrics: Arc::new(HttpMetrics::default()),
             release_wake: Arc::new(Notify::new()),
+            runtime_wake: Arc::new(Notify::new()),
+            build_wake: Arc::new(Notify::new()),
         });
-        Ok(Server { listener, state })
+        Ok(Server {
+            listener,
+            state,
+            build_timeout: Duration::from_secs(config.build_timeout_secs),
+            runtime_shutdown,
+        })
     }
 
     pub fn api_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -94,10 +157,40 @@ impl Server {
 
     /// Serves until `shutdown` fires, then drains requests and stops background tasks.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let st = &self.state;
         let tasks = TaskTracker::new();
-        let reconciler =
-            ReleaseReconciler::new(self.state.store.clone(), self.state.release_wake.clone());
-        tasks.spawn(reconciler.run(shutdown.clone()));
+        // Desired state first: the runtime must not drain adopted instances before it knows
+        // what should run, and it learns that from its first `apply`.
+        let runtime = RuntimeReconciler {
+            store: st.store.clone(),
+            runtime: st.runtime.clone(),
+            layout: st.layout.clone(),
+            wake: st.runtime_wake.clone(),
+        };
+        tasks.spawn(runtime.run(shutdown.clone()));
+        tasks.spawn(record_events(
+            st.store.clone(),
+            st.runtime.clone(),
+            st.release_wake.clone(),
+            shutdown.clone(),
+        ));
+        let releases = ReleaseReconciler::new(
+            st.store.clone(),
+            st.runtime.clone(),
+            st.release_wake.clone(),
+            st.runtime_wake.clone(),
+        );
+        tasks.spawn(releases.run(shutdown.clone()));
+        let builds = BuildReconciler::new(
+            st.store.clone(),
+            st.layout.clone(),
+            st.intake.clone(),
+            self.build_timeout,
+            st.build_wake.clone(),
+            st.release_wake.clone(),
+            st.runtime_wake.clone(),
+        );
+        tasks.spawn(builds.run(shutdown.clone()));
         tasks.close();
 
         let router = api::router(self.state.clone());
@@ -111,6 +204,7 @@ impl Server {
             Err(_) => tracing::warn!("requests still in flight after the drain timeout"),
         }
         tasks.wait().await;
+        self.runtime_shutdown.cancel();
         Ok(())
     }
 }

@@ -58,6 +58,7 @@ pub struct TestServer {
     pub http: reqwest::Client,
     /// Lines the server printed on stdout at its last start.
     pub stdout: Vec<String>,
+    extra_args: Vec<String>,
 }
 
 /// An HTTP answer with its JSON body (or `Value::Null`).
@@ -101,6 +102,11 @@ async fn create_pg_database(base: &str) -> anyhow::Result<(String, String)> {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> anyhow::Result<TestServer> {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Starts a server with extra `tideway server` flags (limits, timeouts).
+    pub async fn start_with(backend: Backend, extra_args: &[&str]) -> anyhow::Result<TestServer> {
         let data_dir = tempfile::tempdir()?;
         let (database_url, pg_admin) = match &backend {
             Backend::Sqlite => (None, None),
@@ -118,6 +124,7 @@ impl TestServer {
             pg_admin,
             http: reqwest::Client::new(),
             stdout: Vec::new(),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         server.launch().await?;
         server.token = std::fs::read_to_string(server.data_dir.path().join("admin-token"))
@@ -135,6 +142,7 @@ impl TestServer {
             .arg(self.data_dir.path())
             .arg("--api-addr")
             .arg("127.0.0.1:0")
+            .args(&self.extra_args)
             .env("TIDEWAY_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -200,6 +208,25 @@ impl TestServer {
             .await
             .context("server did not stop within 20 s of SIGTERM")??;
         Ok(status.code())
+    }
+
+    /// Kills the server with SIGKILL, as a crash would; its instances keep running.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads an artifact as a new version of `app` in `default`.
+    pub async fn upload(&self, app: &str, artifact: Vec<u8>, content_type: &str) -> Reply {
+        self.raw(
+            Method::POST,
+            &format!("/api/v1/namespaces/default/apps/{app}/versions"),
+            content_type,
+            artifact,
+        )
+        .await
     }
 
     pub async fn restart(&mut self) -> anyhow::Result<()> {
@@ -279,10 +306,94 @@ impl Reply {
     }
 }
 
+/// The repository root (for `examples/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A tar.gz of `dir`, as `tideway deploy` would upload it.
+pub fn pack_dir(dir: &Path) -> Vec<u8> {
+    let out = std::process::Command::new("tar")
+        .args(["-czf", "-", "--exclude=__pycache__", "-C"])
+        .arg(dir)
+        .arg(".")
+        .output()
+        .expect("tar runs");
+    assert!(out.status.success(), "tar failed");
+    out.stdout
+}
+
+/// A tar.gz of the given files (path, contents), for small test apps.
+pub fn pack_files(files: &[(&str, &str)]) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, contents) in files {
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("dirs");
+        }
+        std::fs::write(path, contents).expect("write");
+    }
+    pack_dir(dir.path())
+}
+
+/// Pids of processes that run in or mention `dir`: a test server's instances and shims.
+pub fn processes_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cwd.starts_with(dir) || String::from_utf8_lossy(&cmdline).contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Distinct process groups of processes whose working directory is under `dir`: one per
+/// instance, whatever shell or children the instance's command runs.
+pub fn process_groups_under(dir: &Path) -> usize {
+    let mut groups = std::collections::BTreeSet::new();
+    for pid in processes_under(dir) {
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        if !cwd.starts_with(dir) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised command: state, ppid, pgrp, …
+        if let Some(pgrp) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+        {
+            groups.insert(pgrp.to_owned());
+        }
+    }
+    groups.len()
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
+        }
+        // Instances outlive the control plane by design; tests must not leak them.
+        for pid in processes_under(self.data_dir.path()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
         }
         if let Some((base, name)) = self.pg_admin.take() {
             // Best effort: the server is gone, so nothing holds the database open.

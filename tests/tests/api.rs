@@ -6,7 +6,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tideway_e2e::{tideway_bin, Backend, TestServer};
+use tideway_e2e::{pack_dir, pack_files, repo_root, tideway_bin, Backend, TestServer};
 
 macro_rules! on_every_backend {
     ($($case:ident),* $(,)?) => {
@@ -101,7 +101,9 @@ async fn system_endpoints(backend: Backend) {
         "/api/v1/namespaces/{ns}/apps/{app}/versions/{version}",
         "/api/v1/namespaces/{ns}/apps/{app}/releases",
         "/api/v1/namespaces/{ns}/apps/{app}/releases/{id}",
+        "/api/v1/namespaces/{ns}/apps/{app}/versions/{version}/build-log",
         "/api/v1/namespaces/{ns}/apps/{app}/instances",
+        "/api/v1/namespaces/{ns}/apps/{app}/logs",
         "/api/v1/namespaces/{ns}/apps/{app}/scale",
         "/api/v1/namespaces/{ns}/apps/{app}/autoscaling",
         "/api/v1/tokens",
@@ -586,40 +588,43 @@ async fn versions_releases_and_scale(backend: Backend) {
     let s = start(backend).await;
     create_app(&s, "web").await;
     let versions = format!("{APPS}/web/versions");
-    let good = json!({
-        "artifact_digest": digest('a'),
-        "run": {"command": "python3 app.py"},
-        "env": {"GREETING": "hello"},
-        "health": {"http": "/healthz", "tcp": false},
-        "resources": {"memory_mb": 256, "cpu_millis": 500}
-    });
-    let mut bad = good.clone();
-    bad["artifact_digest"] = json!("sha256:xyz");
-    let r = s.post(&versions, bad).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.code(), "validation_failed");
-    assert_eq!(r.body["error"]["details"]["field"], "artifact_digest");
-    let mut bad = good.clone();
-    bad["env"] = json!({"PORT": "1"});
-    let r = s.post(&versions, bad).await;
+    let r = s
+        .post(
+            &versions,
+            json!({"artifact_digest": digest('a'), "run": {"command": "x"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "artifact_required");
+    let bad = pack_files(&[(
+        "tideway.toml",
+        "[run]\ncommand = \"python3 app.py\"\n[env]\nPORT = \"1\"\n",
+    )]);
+    let r = s.upload("web", bad, "application/gzip").await;
+    assert_eq!(r.code(), "invalid_manifest");
     assert_eq!(r.body["error"]["details"]["field"], "env.PORT");
-    let mut bad = good.clone();
-    bad["run"]["shell"] = json!("bash");
-    let r = s.post(&versions, bad).await;
-    assert_eq!(r.code(), "invalid_body");
 
-    let r = s.post(&versions, good.clone()).await;
+    let hello = pack_dir(&repo_root().join("examples/hello"));
+    let r = s.upload("web", hello.clone(), "application/gzip").await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["number"], 1);
     assert_eq!(r.body["state"], "ready");
-    let mut second = good.clone();
-    second["artifact_digest"] = json!(digest('b'));
-    let r = s.post(&versions, second).await;
+    assert!(r.body["artifact_digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let first_digest = r.body["artifact_digest"].clone();
+    let r = s.upload("web", hello, "application/octet-stream").await;
     assert_eq!(r.body["number"], 2);
+    assert_eq!(
+        r.body["artifact_digest"], first_digest,
+        "same bytes, same digest"
+    );
     let r = s.get(&format!("{versions}/v1")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["env"]["GREETING"], "hello");
-    assert_eq!(r.body["resources"]["memory_mb"], 256);
+    assert_eq!(r.body["resources"]["memory_mb"], 128);
+    assert_eq!(r.body["health"]["http"], "/healthz");
     assert_eq!(s.get(&format!("{versions}/2")).await.body["number"], 2);
     assert_eq!(
         s.get(&format!("{versions}/9")).await.status,
@@ -654,7 +659,7 @@ async fn versions_releases_and_scale(backend: Backend) {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = r.body["id"].as_i64().unwrap();
     let release = wait_for_release(&s, &releases, id).await;
-    assert_eq!(release["state"], "succeeded");
+    assert_eq!(release["state"], "succeeded", "{release}");
     assert_eq!(release["from_versions"], json!([]));
     let r = s.get(&format!("{APPS}/web")).await;
     assert_eq!(r.body["current_version"], 1);
@@ -690,12 +695,12 @@ async fn versions_releases_and_scale(backend: Backend) {
             &s.token,
             Method::PUT,
             &scale,
-            Some(json!({"replicas": 4})),
+            Some(json!({"replicas": 2})),
             &[("if-match", &tag)],
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(r.body["replicas"], 4);
+    assert_eq!(r.body["replicas"], 2);
     let r = s
         .call_as(
             &s.token,
@@ -710,9 +715,9 @@ async fn versions_releases_and_scale(backend: Backend) {
         .call(Method::PUT, &scale, Some(json!({"replicas": 1001})))
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(s.get(&scale).await.body["replicas"], 4);
+    assert_eq!(s.get(&scale).await.body["replicas"], 2);
     let r = s.get("/api/v1/events?app=web&type=AppScaled").await;
-    assert_eq!(r.body["items"][0]["details"], json!({"from": 1, "to": 4}));
+    assert_eq!(r.body["items"][0]["details"], json!({"from": 1, "to": 2}));
 
     let r = s.get(&format!("{APPS}/web/instances")).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -722,7 +727,7 @@ async fn versions_releases_and_scale(backend: Backend) {
 }
 
 async fn wait_for_release(s: &TestServer, releases: &str, id: i64) -> Value {
-    for _ in 0..100 {
+    for _ in 0..600 {
         let r = s.get(&format!("{releases}/{id}")).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         if r.body["state"] != "pending" && r.body["state"] != "progressing" {

@@ -3,14 +3,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures_util::StreamExt;
 use serde_json::json;
 use tideway_api_types::{
-    App, AppCreate, AppPatch, AutoscalingPolicy, AutoscalingPolicyState, Instance, Page, Release,
-    ReleaseCreate, Scale, Strategy, Version, VersionCreate, VersionState,
+    App, AppCreate, AppPatch, AutoscalingPolicy, AutoscalingPolicyState, Instance, LogLine, Page,
+    Release, ReleaseCreate, Scale, Strategy, Version, VersionState,
 };
 
 use super::error::ApiError;
@@ -20,11 +23,10 @@ use super::{AppState, CommonErrors};
 use crate::domain::event::NewEvent;
 use crate::domain::name::Name;
 use crate::domain::policy::validate_policy;
-use crate::domain::spec::{
-    validate_description, validate_labels, validate_replicas, validate_version,
-};
+use crate::domain::spec::{validate_description, validate_labels, validate_replicas};
 use crate::domain::token::{Action, Principal};
 use crate::domain::Invalid;
+use crate::runtime::LogQuery;
 use crate::store::{Page as StorePage, StoreError};
 
 fn wire<T>(page: StorePage<T>) -> Json<Page<T>> {
@@ -136,11 +138,21 @@ pub async fn delete(
     IfMatch(expected): IfMatch,
 ) -> Result<StatusCode, ApiError> {
     p.authorize(Action::Deploy, Some(path.ns.as_str()))?;
+    let record = s.store.get_app(&path.ns, &path.app).await?;
     let event = NewEvent::new("AppDeleted", &p.name, "deleted through the API")
         .app(path.ns.as_str(), path.app.as_str());
     s.store
         .delete_app(&path.ns, &path.app, expected, event)
         .await?;
+    // Its instances are drained by the runtime reconciler; its files and any artifact no
+    // other version uses go now (running processes keep their open directory).
+    s.runtime_wake.notify_one();
+    if let Err(e) = tokio::fs::remove_dir_all(s.layout.app_dir(record.id)).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(error = %e, "AppFilesRemoveError");
+        }
+    }
+    s.intake.collect_garbage().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -163,26 +175,154 @@ pub async fn list_versions(
 }
 
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/apps/{app}/versions", tag = "versions",
-    request_body = VersionCreate,
+    request_body(description = "The artifact: a tar.gz or zip of a directory with tideway.toml at its root, as the raw body or the `artifact` field of a multipart form",
+        content((Vec<u8> = "application/gzip"), (Vec<u8> = "application/zip"), (Vec<u8> = "application/octet-stream"), (Vec<u8> = "multipart/form-data"))),
     params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App")),
-    responses((status = 201, description = "Created", body = Version), CommonErrors),
+    responses((status = 201, description = "Created; `building` until its build step has run", body = Version), CommonErrors),
     security(("bearer" = [])))]
 pub async fn create_version(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
     path: AppPath,
-    ApiJson(body): ApiJson<VersionCreate>,
+    request: Request,
 ) -> Result<impl IntoResponse, ApiError> {
     p.authorize(Action::Deploy, Some(path.ns.as_str()))?;
-    validate_version(&body)?;
-    let event = NewEvent::new("VersionCreated", &p.name, "created through the API")
-        .app(path.ns.as_str(), path.app.as_str())
-        .details(json!({"artifact_digest": body.artifact_digest}));
-    let version = s
-        .store
-        .create_version(&path.ns, &path.app, &body, VersionState::Ready, event)
-        .await?;
+    let limit = s.intake.limits.max_artifact_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        // Read (and discard) a bounded part of the body first: closing on a client still
+        // sending makes it see a broken pipe instead of this answer.
+        discard_body(request.into_body()).await;
+        return Err(ApiError::PayloadTooLarge {
+            code: "artifact_too_large",
+            message: format!("the artifact is larger than the limit of {limit} bytes"),
+        });
+    }
+    let media = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let version =
+        match media.as_str() {
+            "application/json" => return Err(ApiError::bad_request(
+                "artifact_required",
+                "upload the artifact itself: a tar.gz or zip with Content-Type application/gzip, \
+                 application/zip, application/octet-stream or multipart/form-data",
+            )),
+            "multipart/form-data" => {
+                let multipart = Multipart::from_request(request, &())
+                    .await
+                    .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+                upload_multipart(&s, &path, &p.name, multipart).await?
+            }
+            _ => {
+                let body = request.into_body().into_data_stream();
+                s.intake
+                    .create_version(&path.ns, &path.app, &p.name, body)
+                    .await?
+            }
+        };
+    if version.state == VersionState::Building {
+        s.build_wake.notify_one();
+    }
     Ok((StatusCode::CREATED, Json(version)))
+}
+
+/// Reads up to 64 MiB or 5 s of a body we are refusing, so the client reads our answer.
+async fn discard_body(body: Body) {
+    const CAP: usize = 64 << 20;
+    let mut stream = body.into_data_stream();
+    let drain = async {
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > CAP {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+}
+
+/// Streams the `artifact` field (or the first file field) of a form into the intake.
+async fn upload_multipart(
+    s: &AppState,
+    path: &AppPath,
+    actor: &str,
+    mut multipart: Multipart,
+) -> Result<Version, ApiError> {
+    let mut field = loop {
+        match multipart.next_field().await {
+            Ok(Some(f)) if f.name() == Some("artifact") || f.file_name().is_some() => break f,
+            Ok(Some(_)) => continue,
+            Ok(None) => {
+                return Err(ApiError::bad_request(
+                    "artifact_required",
+                    "the form has no `artifact` file field",
+                ))
+            }
+            Err(e) => return Err(ApiError::bad_request("invalid_multipart", e.body_text())),
+        }
+    };
+    // The field borrows the form, so it is pumped through a channel into the intake, which
+    // needs an owned stream to hash and store it off the async threads.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let pump = async move {
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.body_text()))).await;
+                    return;
+                }
+            }
+        }
+    };
+    let intake = s.intake.create_version(
+        &path.ns,
+        &path.app,
+        actor,
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    );
+    let ((), version) = tokio::join!(pump, intake);
+    Ok(version?)
+}
+
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/versions/{version}/build-log", tag = "versions",
+    params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App"),
+           ("version" = String, Path, description = "Version number, e.g. 3 or v3")),
+    responses((status = 200, description = "Output of the build step", content_type = "text/plain", body = String), CommonErrors),
+    security(("bearer" = [])))]
+pub async fn get_build_log(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    path: AppPath,
+    NumberPath(number): NumberPath,
+) -> Result<impl IntoResponse, ApiError> {
+    p.authorize(Action::Read, Some(path.ns.as_str()))?;
+    let number = u32::try_from(number)
+        .map_err(|_| ApiError::not_found(format!("version {number} not found")))?;
+    let record = s.store.get_app(&path.ns, &path.app).await?;
+    let version = s.store.get_version(&path.ns, &path.app, number).await?;
+    if version.build_command.is_none() {
+        return Err(ApiError::not_found(format!("v{number} has no build step")));
+    }
+    let log = tokio::fs::read(s.layout.build_log(record.id, number))
+        .await
+        .unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log))
 }
 
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/versions/{version}", tag = "versions",
@@ -274,7 +414,7 @@ pub async fn get_release(
 
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/instances", tag = "instances",
     params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App"), ListParams),
-    responses((status = 200, description = "Instances of every version", body = Page<Instance>), CommonErrors),
+    responses((status = 200, description = "Instances of every version, as the runtime observes them now", body = Page<Instance>), CommonErrors),
     security(("bearer" = [])))]
 pub async fn list_instances(
     State(s): State<Arc<AppState>>,
@@ -283,11 +423,97 @@ pub async fn list_instances(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Page<Instance>>, ApiError> {
     p.authorize(Action::Read, Some(path.ns.as_str()))?;
-    Ok(wire(
-        s.store
-            .list_instances(&path.ns, &path.app, &params.page()?)
-            .await?,
-    ))
+    s.store.get_app(&path.ns, &path.app).await?;
+    let page = params.page()?;
+    let mut items: Vec<Instance> = s
+        .runtime
+        .instances()
+        .into_iter()
+        .filter(|i| i.namespace == path.ns.as_str() && i.app == path.app.as_str())
+        .filter(|i| {
+            page.cursor
+                .as_ref()
+                .is_none_or(|c| i.id.as_str() > c.as_str())
+        })
+        .collect();
+    items.sort_by(|a, b| a.id.cmp(&b.id));
+    let limit = page.limit as usize;
+    let next_cursor = (items.len() > limit).then(|| items[limit - 1].id.clone());
+    items.truncate(limit);
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// `?follow=&instance=&since=&tail=` of the log endpoint.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LogParams {
+    /// Keep the response open and stream new lines.
+    pub follow: Option<bool>,
+    /// Only this instance.
+    pub instance: Option<String>,
+    /// Only lines at or after this RFC 3339 time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only the last N lines of each instance's captured output (at most 10000).
+    pub tail: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/logs", tag = "instances",
+    params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App"), LogParams),
+    responses((status = 200, description = "Newline-delimited JSON log lines, or Server-Sent Events with `Accept: text/event-stream`", content_type = "application/x-ndjson", body = LogLine), CommonErrors),
+    security(("bearer" = [])))]
+pub async fn logs(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    path: AppPath,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<LogParams>,
+) -> Result<Response, ApiError> {
+    p.authorize(Action::Read, Some(path.ns.as_str()))?;
+    if params.tail.is_some_and(|t| t > 10_000) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "tail must be at most 10000",
+        ));
+    }
+    s.store.get_app(&path.ns, &path.app).await?;
+    let feed = s
+        .runtime
+        .logs(LogQuery {
+            namespace: path.ns.to_string(),
+            app: path.app.to_string(),
+            instance: params.instance,
+            since: params.since,
+            tail: params.tail,
+            follow: params.follow.unwrap_or(false),
+        })
+        .await?;
+    let wants_sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if wants_sse {
+        let events = feed.map(|line| {
+            Ok::<_, std::convert::Infallible>(
+                SseEvent::default()
+                    .json_data(&line)
+                    .unwrap_or_else(|_| SseEvent::default().comment("unencodable line")),
+            )
+        });
+        return Ok(Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    let lines = feed.map(|line| {
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(bytes))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/scale", tag = "scale",
@@ -339,6 +565,7 @@ pub async fn put_scale(
         .store
         .update_app(&path.ns, &path.app, expected, &change)
         .await?;
+    s.runtime_wake.notify_one();
     Ok((
         etag(app.generation),
         Json(Scale {

@@ -34,8 +34,8 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("If-Match generation {expected} is stale; the current generation is {current}")]
     PreconditionFailed { expected: i64, current: i64 },
-    #[error("the request body is larger than the limit")]
-    PayloadTooLarge,
+    #[error("{message}")]
+    PayloadTooLarge { code: &'static str, message: String },
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error("{0}")]
@@ -76,7 +76,7 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -87,13 +87,14 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::BadRequest { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::PayloadTooLarge { code, .. } => code,
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound { .. } => "not_found",
             ApiError::AlreadyExists { .. } => "already_exists",
             ApiError::PreconditionFailed { .. } => "precondition_failed",
-            ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -179,6 +180,44 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Database(_) | StoreError::Corrupt(_) => ApiError::Internal(Box::new(e)),
         }
+    }
+}
+
+impl From<crate::intake::IntakeError> for ApiError {
+    fn from(e: crate::intake::IntakeError) -> Self {
+        use crate::artifact::ArtifactError;
+        use crate::intake::IntakeError;
+        match e {
+            IntakeError::Artifact(ArtifactError::TooLarge { limit }) => ApiError::PayloadTooLarge {
+                code: "artifact_too_large",
+                message: format!("the artifact is larger than the limit of {limit} bytes"),
+            },
+            IntakeError::Artifact(ArtifactError::Manifest(invalid))
+            | IntakeError::Invalid(invalid) => ApiError::BadRequest {
+                code: "invalid_manifest",
+                message: format!("tideway.toml is invalid: {invalid}"),
+                details: json!({"field": invalid.field, "reason": invalid.reason}),
+            },
+            IntakeError::Artifact(ArtifactError::Io(_)) => ApiError::Internal(Box::new(e)),
+            IntakeError::Artifact(a) => ApiError::BadRequest {
+                code: a.code(),
+                message: a.to_string(),
+                details: Value::Null,
+            },
+            IntakeError::Store(s) => s.into(),
+            IntakeError::Upload(io) => ApiError::BadRequest {
+                code: "upload_interrupted",
+                message: format!("the upload did not arrive whole: {io}"),
+                details: Value::Null,
+            },
+            IntakeError::Task(_) | IntakeError::Place(_) => ApiError::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<crate::runtime::RuntimeError> for ApiError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        ApiError::Internal(Box::new(e))
     }
 }
 

@@ -45,7 +45,10 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             details: json!({"reason": e.body_text()}),
         },
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+            code: "payload_too_large",
+            message: "the request body is larger than the limit".into(),
+        },
         other => ApiError::bad_request("invalid_body", other.body_text()),
     }
 }

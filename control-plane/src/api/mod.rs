@@ -27,17 +27,27 @@ use utoipa::{IntoResponses, OpenApi};
 use self::auth::TokenCache;
 use self::error::ApiError;
 use crate::clock::Clock;
+use crate::intake::Intake;
+use crate::layout::Layout;
+use crate::runtime::RuntimeDriver;
 use crate::store::Store;
 use crate::telemetry::{self, HttpMetrics};
 
 /// Everything a handler may use, built once at start.
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub runtime: Arc<dyn RuntimeDriver>,
+    pub intake: Arc<Intake>,
+    pub layout: Layout,
     pub clock: Arc<dyn Clock>,
     pub tokens: TokenCache,
     pub metrics: Arc<HttpMetrics>,
     /// Wakes the release reconciler when a release is created.
     pub release_wake: Arc<Notify>,
+    /// Wakes the runtime reconciler when desired instances change.
+    pub runtime_wake: Arc<Notify>,
+    /// Wakes the build reconciler (and its garbage collection).
+    pub build_wake: Arc<Notify>,
 }
 
 /// Largest JSON body accepted by `/api/v1`.
@@ -81,9 +91,9 @@ pub enum CommonErrors {
     paths(
         namespaces::list, namespaces::create, namespaces::get, namespaces::patch, namespaces::delete,
         apps::list, apps::create, apps::get, apps::patch, apps::delete,
-        apps::list_versions, apps::create_version, apps::get_version,
+        apps::list_versions, apps::create_version, apps::get_version, apps::get_build_log,
         apps::list_releases, apps::create_release, apps::get_release,
-        apps::list_instances, apps::get_scale, apps::put_scale,
+        apps::list_instances, apps::logs, apps::get_scale, apps::put_scale,
         apps::get_autoscaling, apps::put_autoscaling,
         tokens::list, tokens::create, tokens::revoke,
         events::list,
@@ -132,11 +142,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(apps::get_version),
         )
         .route(
+            &format!("{app}/versions/{{version}}/build-log"),
+            get(apps::get_build_log),
+        )
+        .route(
             &format!("{app}/releases"),
             get(apps::list_releases).post(apps::create_release),
         )
         .route(&format!("{app}/releases/{{id}}"), get(apps::get_release))
         .route(&format!("{app}/instances"), get(apps::list_instances))
+        .route(&format!("{app}/logs"), get(apps::logs))
         .route(
             &format!("{app}/scale"),
             get(apps::get_scale).put(apps::put_scale),

@@ -125,6 +125,21 @@ fn sync_dir(dir: &Path) -> Result<(), ArtifactError> {
         .map_err(ArtifactError::Io)
 }
 
+impl ArtifactStore {
+    /// Digests of every stored artifact, for garbage collection.
+    pub fn digests(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.root.join("sha256")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|hex| format!("sha256:{hex}"))
+            .filter(|d| self.path_of(d).is_some())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,21 @@
 use tideway_api_types::{ReleaseState, Strategy};
 
 /// What the reconciler observed about the target version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
+    pub target: TargetStatus,
     pub desired_instances: u32,
     pub ready_instances: u32,
+}
+
+/// Whether the target version can run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetStatus {
+    /// Its build has not finished; switching now would take the app down for nothing.
+    Building,
+    Runnable,
+    /// It cannot succeed: the build failed or its instances crash-loop. Carries why.
+    Failed(String),
 }
 
 /// A decided change to a release.
@@ -26,8 +37,22 @@ pub fn step(
     strategy: &Strategy,
     state: ReleaseState,
     target_version: u32,
-    observed: Observed,
+    observed: &Observed,
 ) -> Option<Transition> {
+    if !state.is_active() {
+        return None;
+    }
+    match &observed.target {
+        TargetStatus::Failed(why) => {
+            return Some(Transition {
+                to: ReleaseState::Failed,
+                reason: format!("v{target_version} failed: {why}"),
+                set_current_version: None,
+            })
+        }
+        TargetStatus::Building => return None,
+        TargetStatus::Runnable => {}
+    }
     match (strategy, state) {
         (Strategy::Immediate, ReleaseState::Pending) => Some(Transition {
             to: ReleaseState::Progressing,
@@ -75,27 +100,45 @@ pub fn parse_state(s: &str) -> Option<ReleaseState> {
 mod tests {
     use super::*;
 
-    const READY: Observed = Observed {
-        desired_instances: 2,
-        ready_instances: 2,
-    };
-    const WAITING: Observed = Observed {
-        desired_instances: 2,
-        ready_instances: 1,
-    };
+    fn observed(target: TargetStatus, ready: u32) -> Observed {
+        Observed {
+            target,
+            desired_instances: 2,
+            ready_instances: ready,
+        }
+    }
 
     #[test]
     fn immediate_switches_then_waits_for_readiness() {
-        let t = step(&Strategy::Immediate, ReleaseState::Pending, 3, WAITING).unwrap();
+        let waiting = observed(TargetStatus::Runnable, 1);
+        let t = step(&Strategy::Immediate, ReleaseState::Pending, 3, &waiting).unwrap();
         assert_eq!(t.to, ReleaseState::Progressing);
         assert_eq!(t.set_current_version, Some(3));
         assert_eq!(
-            step(&Strategy::Immediate, ReleaseState::Progressing, 3, WAITING),
+            step(&Strategy::Immediate, ReleaseState::Progressing, 3, &waiting),
             None
         );
-        let done = step(&Strategy::Immediate, ReleaseState::Progressing, 3, READY).unwrap();
+        let ready = observed(TargetStatus::Runnable, 2);
+        let done = step(&Strategy::Immediate, ReleaseState::Progressing, 3, &ready).unwrap();
         assert_eq!(done.to, ReleaseState::Succeeded);
         assert_eq!(done.set_current_version, None);
+    }
+
+    #[test]
+    fn waits_for_the_build_and_fails_with_the_reason() {
+        let building = observed(TargetStatus::Building, 0);
+        assert_eq!(
+            step(&Strategy::Immediate, ReleaseState::Pending, 2, &building),
+            None,
+            "the serving version keeps running while the new one builds"
+        );
+        let failed = observed(TargetStatus::Failed("build exited with 1".into()), 0);
+        for state in [ReleaseState::Pending, ReleaseState::Progressing] {
+            let t = step(&Strategy::Immediate, state, 2, &failed).unwrap();
+            assert_eq!(t.to, ReleaseState::Failed);
+            assert!(t.reason.contains("build exited with 1"));
+            assert_eq!(t.set_current_version, None);
+        }
     }
 
     #[test]
@@ -105,7 +148,10 @@ mod tests {
             ReleaseState::Failed,
             ReleaseState::Aborted,
         ] {
-            assert_eq!(step(&Strategy::Immediate, s, 1, READY), None);
+            let ready = observed(TargetStatus::Runnable, 2);
+            assert_eq!(step(&Strategy::Immediate, s, 1, &ready), None);
+            let failed = observed(TargetStatus::Failed("x".into()), 0);
+            assert_eq!(step(&Strategy::Immediate, s, 1, &failed), None);
         }
     }
 }

@@ -2,4 +2,36 @@
 //! decides with a pure domain function, applies the decision and records it as an event.
 //! A wake-up only shortens the wait; a periodic pass catches anything a wake-up missed.
 
+pub mod build;
 pub mod release;
+pub mod runtime;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Runs `pass` on every wake-up and at least every `resync`, until `shutdown`.
+pub async fn run_loop<F, Fut>(
+    name: &'static str,
+    wake: Arc<Notify>,
+    resync: Duration,
+    shutdown: CancellationToken,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    loop {
+        if let Err(error) = pass().await {
+            tracing::warn!(reconciler = name, %error, "ReconcileError");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(resync) => {}
+        }
+    }
+}

@@ -9,9 +9,12 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use tideway_api_types::{InstanceState, Release, VersionState};
+
 use crate::domain::event::NewEvent;
 use crate::domain::name::Name;
-use crate::domain::release::{state_str, step, Observed};
+use crate::domain::release::{state_str, step, Observed, TargetStatus};
+use crate::runtime::RuntimeDriver;
 use crate::store::{ReleaseRecord, Store, StoreError};
 
 const ACTOR: &str = "release-controller";
@@ -19,12 +22,25 @@ const RESYNC: Duration = Duration::from_secs(1);
 
 pub struct ReleaseReconciler {
     store: Arc<dyn Store>,
+    runtime: Arc<dyn RuntimeDriver>,
     wake: Arc<Notify>,
+    /// Told when a release changed the serving version.
+    runtime_wake: Arc<Notify>,
 }
 
 impl ReleaseReconciler {
-    pub fn new(store: Arc<dyn Store>, wake: Arc<Notify>) -> Self {
-        ReleaseReconciler { store, wake }
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<dyn RuntimeDriver>,
+        wake: Arc<Notify>,
+        runtime_wake: Arc<Notify>,
+    ) -> Self {
+        ReleaseReconciler {
+            store,
+            runtime,
+            wake,
+            runtime_wake,
+        }
     }
 
     /// One pass over every active release; returns how many transitions were applied.
@@ -45,12 +61,12 @@ impl ReleaseReconciler {
         let mut release = record.release;
         let mut applied = 0;
         loop {
-            let observed = self.observe(&release.namespace, &release.app).await?;
+            let observed = self.observe(&release).await?;
             let Some(transition) = step(
                 &release.strategy,
                 release.state,
                 release.target_version,
-                observed,
+                &observed,
             ) else {
                 return Ok(applied);
             };
@@ -68,6 +84,7 @@ impl ReleaseReconciler {
                     "from_state": state_str(release.state),
                     "to_state": state_str(transition.to),
                     "target_version": release.target_version,
+                    "target": format!("{:?}", observed.target),
                     "desired_instances": observed.desired_instances,
                     "ready_instances": observed.ready_instances,
                 }));
@@ -75,6 +92,9 @@ impl ReleaseReconciler {
                 .store
                 .transition_release(release.id, release.generation, &transition, event)
                 .await?;
+            if transition.set_current_version.is_some() {
+                self.runtime_wake.notify_one();
+            }
             tracing::info!(
                 release = release.id,
                 app = %release.app,
@@ -86,31 +106,62 @@ impl ReleaseReconciler {
         }
     }
 
-    /// What the runtime reports for the app. Until a runtime driver exists, every desired
-    /// instance counts as ready, so an immediate release completes once it is switched.
-    async fn observe(&self, ns: &str, app: &str) -> Result<Observed, StoreError> {
-        let (ns, app) = match (Name::parse(ns), Name::parse(app)) {
+    /// The target version's build state and its instances as the runtime reports them.
+    async fn observe(&self, release: &Release) -> Result<Observed, StoreError> {
+        let (ns, app) = match (Name::parse(&release.namespace), Name::parse(&release.app)) {
             (Ok(ns), Ok(app)) => (ns, app),
-            _ => return Err(StoreError::Corrupt(format!("stored name {ns}/{app}"))),
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "stored name {}/{}",
+                    release.namespace, release.app
+                )))
+            }
         };
         let record = self.store.get_app(&ns, &app).await?;
+        let version = self
+            .store
+            .get_version(&ns, &app, release.target_version)
+            .await?;
+        let instances: Vec<_> = self
+            .runtime
+            .instances()
+            .into_iter()
+            .filter(|i| {
+                i.namespace == release.namespace
+                    && i.app == release.app
+                    && i.version == release.target_version
+            })
+            .collect();
+        let ready = instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Ready)
+            .count();
+        let crash_looping = instances
+            .iter()
+            .find(|i| i.state == InstanceState::CrashLoop);
+        let target = match (version.state, crash_looping) {
+            (VersionState::BuildFailed, _) => TargetStatus::Failed("the build failed".into()),
+            (VersionState::Building, _) => TargetStatus::Building,
+            (VersionState::Ready, Some(i)) => TargetStatus::Failed(format!(
+                "instance {} is crash-looping: {}",
+                i.id,
+                i.message.as_deref().unwrap_or("no exit status")
+            )),
+            (VersionState::Ready, None) => TargetStatus::Runnable,
+        };
         Ok(Observed {
+            target,
             desired_instances: record.app.replicas,
-            ready_instances: record.app.replicas,
+            ready_instances: u32::try_from(ready).unwrap_or(u32::MAX),
         })
     }
 
     /// Runs passes until `shutdown`: on every wake-up and at least every second.
     pub async fn run(self, shutdown: CancellationToken) {
-        loop {
-            if let Err(e) = self.step().await {
-                tracing::warn!(error = %e, "ReleaseReconcileError");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(RESYNC) => {}
-            }
-        }
+        let wake = self.wake.clone();
+        super::run_loop("release", wake, RESYNC, shutdown, || async {
+            self.step().await.map(|_| ()).map_err(|e| e.to_string())
+        })
+        .await;
     }
 }

@@ -7,8 +7,8 @@ pub mod sql;
 
 use async_trait::async_trait;
 use tideway_api_types::{
-    App, AppCreate, AutoscalingPolicy, AutoscalingPolicyState, Event, Instance, Labels, Namespace,
-    Release, Role, Strategy, TokenInfo, Version, VersionCreate, VersionState,
+    App, AppCreate, AutoscalingPolicy, AutoscalingPolicyState, Event, Labels, Namespace, Release,
+    Role, Strategy, TokenInfo, Version, VersionCreate, VersionState,
 };
 
 use crate::domain::event::NewEvent;
@@ -63,6 +63,13 @@ pub struct Page<T> {
 pub struct AppRecord {
     pub id: i64,
     pub app: App,
+}
+
+/// A version with its app's internal id.
+#[derive(Debug, Clone)]
+pub struct VersionRecord {
+    pub app_id: i64,
+    pub version: Version,
 }
 
 /// A release with its internal app id, as the reconciler needs it.
@@ -188,12 +195,21 @@ pub trait Store: Send + Sync + 'static {
         event: NewEvent,
     ) -> StoreResult<Release>;
 
-    async fn list_instances(
+    /// Every version in `state`, oldest first (the build reconciler's queue).
+    async fn versions_in_state(&self, state: VersionState) -> StoreResult<Vec<VersionRecord>>;
+    /// Moves a version from `from` to `to`; false when it was no longer in `from`.
+    async fn set_version_state(
         &self,
-        ns: &Name,
-        app: &Name,
-        page: &PageRequest,
-    ) -> StoreResult<Page<Instance>>;
+        app_id: i64,
+        number: u32,
+        from: VersionState,
+        to: VersionState,
+        event: NewEvent,
+    ) -> StoreResult<bool>;
+    /// Every app that has a serving version, with that version: the runtime's desired state.
+    async fn serving_versions(&self) -> StoreResult<Vec<(AppRecord, Version)>>;
+    /// Artifact digests that some version still refers to.
+    async fn referenced_digests(&self) -> StoreResult<Vec<String>>;
 
     async fn get_policy(
         &self,

@@ -16,14 +16,14 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tideway_api_types::{
-    App, AppCreate, AutoscalingPolicy, AutoscalingPolicyState, Event, HealthCheck, Instance,
-    InstanceState, Labels, Namespace, Release, Resources, Role, RunSpec, Strategy, TokenInfo,
-    Version, VersionCreate, VersionState,
+    App, AppCreate, AutoscalingPolicy, AutoscalingPolicyState, Event, HealthCheck, Labels,
+    Namespace, Release, Resources, Role, RunSpec, Strategy, TokenInfo, Version, VersionCreate,
+    VersionState,
 };
 
 use super::{
     AppChange, AppRecord, EventFilter, Page, PageRequest, ReleaseRecord, Store, StoreError,
-    StoreResult,
+    StoreResult, VersionRecord,
 };
 use crate::clock::Clock;
 use crate::domain::event::NewEvent;
@@ -156,6 +156,15 @@ fn version_state_str(s: VersionState) -> &'static str {
 }
 
 fn version_from_row(row: &AnyRow, ns: &str, app: &str) -> StoreResult<Version> {
+    version_from_row_at(row, ns, app, "created_at")
+}
+
+fn version_from_row_at(
+    row: &AnyRow,
+    ns: &str,
+    app: &str,
+    created_at: &str,
+) -> StoreResult<Version> {
     let spec: VersionSpec = from_json(&get::<String>(row, "spec")?, "version spec")?;
     let state = match get::<String>(row, "state")?.as_str() {
         "building" => VersionState::Building,
@@ -175,7 +184,7 @@ fn version_from_row(row: &AnyRow, ns: &str, app: &str) -> StoreResult<Version> {
         resources: spec.resources,
         build_command: spec.build_command,
         state,
-        created_at: from_ms(get(row, "created_at")?)?,
+        created_at: from_ms(get(row, created_at)?)?,
     })
 }
 
@@ -199,18 +208,6 @@ fn release_from_row(row: &AnyRow) -> StoreResult<ReleaseRecord> {
             updated_at: from_ms(get(row, "updated_at")?)?,
             generation: get(row, "generation")?,
         },
-    })
-}
-
-fn instance_state(s: &str) -> StoreResult<InstanceState> {
-    Ok(match s {
-        "starting" => InstanceState::Starting,
-        "ready" => InstanceState::Ready,
-        "unhealthy" => InstanceState::Unhealthy,
-        "draining" => InstanceState::Draining,
-        "stopped" => InstanceState::Stopped,
-        "crash_loop" => InstanceState::CrashLoop,
-        other => return Err(StoreError::Corrupt(format!("instance state {other}"))),
     })
 }
 
@@ -1062,45 +1059,88 @@ impl Store for SqlStore {
         Ok(release)
     }
 
-    async fn list_instances(
-        &self,
-        ns: &Name,
-        app: &Name,
-        page: &PageRequest,
-    ) -> StoreResult<Page<Instance>> {
-        let rec = Self::app_in(&self.reader, ns, app, "").await?;
+    async fn versions_in_state(&self, state: VersionState) -> StoreResult<Vec<VersionRecord>> {
         let rows = sqlx::query(
-            "SELECT id, version, state, address, pid, restarts, created_at, updated_at FROM instances \
-             WHERE app_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            "SELECT v.app_id, v.number, v.artifact_digest, v.spec, v.state, v.created_at, \
+             a.namespace, a.name AS app_name FROM versions v JOIN apps a ON a.id = v.app_id \
+             WHERE v.state = $1 ORDER BY v.created_at, v.app_id, v.number",
         )
-        .bind(rec.id)
-        .bind(name_cursor(page))
-        .bind(i64::from(page.limit) + 1)
+        .bind(version_state_str(state))
         .fetch_all(&self.reader)
         .await
         .map_err(db_err)?;
-        let mut items = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let pid: Option<i64> = get(row, "pid")?;
-            items.push(Instance {
-                id: get(row, "id")?,
-                namespace: ns.to_string(),
-                app: app.to_string(),
-                version: u32_col(row, "version")?,
-                state: instance_state(&get::<String>(row, "state")?)?,
-                address: get(row, "address")?,
-                pid: pid.and_then(|p| u32::try_from(p).ok()),
-                restarts: u32_col(row, "restarts")?,
-                message: None,
-                cpu_percent: None,
-                memory_bytes: None,
-                limits_enforced: false,
-                limits_note: None,
-                created_at: from_ms(get(row, "created_at")?)?,
-                updated_at: from_ms(get(row, "updated_at")?)?,
-            });
+        rows.iter()
+            .map(|row| {
+                let ns: String = get(row, "namespace")?;
+                let app: String = get(row, "app_name")?;
+                Ok(VersionRecord {
+                    app_id: get(row, "app_id")?,
+                    version: version_from_row(row, &ns, &app)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_version_state(
+        &self,
+        app_id: i64,
+        number: u32,
+        from: VersionState,
+        to: VersionState,
+        event: NewEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE versions SET state = $1 WHERE app_id = $2 AND number = $3 AND state = $4",
+        )
+        .bind(version_state_str(to))
+        .bind(app_id)
+        .bind(i64::from(number))
+        .bind(version_state_str(from))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(false);
         }
-        Ok(paginate(items, page.limit, |i| i.id.clone()))
+        self.insert_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn serving_versions(&self) -> StoreResult<Vec<(AppRecord, Version)>> {
+        let sql = format!(
+            "SELECT {cols}, v.number, v.artifact_digest, v.spec, v.state, v.created_at AS v_created_at \
+             FROM apps a JOIN versions v ON v.app_id = a.id AND v.number = a.current_version \
+             ORDER BY a.id",
+            cols = APP_COLUMNS
+                .split(", ")
+                .map(|c| format!("a.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let app = app_from_row(row)?;
+            let version =
+                version_from_row_at(row, &app.app.namespace, &app.app.name, "v_created_at")?;
+            out.push((app, version));
+        }
+        Ok(out)
+    }
+
+    async fn referenced_digests(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query("SELECT DISTINCT artifact_digest FROM versions")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(|r| get(r, "artifact_digest")).collect()
     }
 
     async fn get_policy(
