@@ -383,18 +383,63 @@ pub fn process_groups_under(dir: &Path) -> usize {
     groups.len()
 }
 
+/// Removes the cgroup directories named after `ids` once the killed `pids` are gone.
+fn remove_cgroups(ids: &[String], pids: &[i32]) {
+    if ids.is_empty() {
+        return;
+    }
+    for _ in 0..50 {
+        if pids
+            .iter()
+            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stack = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ids.contains(&name) {
+                let _ = std::fs::remove_dir(&path);
+            } else if depth < 6 {
+                stack.push((path, depth + 1));
+            }
+        }
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
         }
-        // Instances outlive the control plane by design; tests must not leak them.
-        for pid in processes_under(self.data_dir.path()) {
+        // Instances outlive the control plane by design; tests must not leak them, nor the
+        // cgroups a driver would have removed after stopping them.
+        let instance_ids: Vec<String> =
+            std::fs::read_dir(self.data_dir.path().join("runtime/instances"))
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+        let pids = processes_under(self.data_dir.path());
+        for pid in &pids {
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .stderr(Stdio::null())
                 .status();
         }
+        remove_cgroups(&instance_ids, &pids);
         if let Some((base, name)) = self.pg_admin.take() {
             // Best effort: the server is gone, so nothing holds the database open.
             let _ = std::process::Command::new("psql")
