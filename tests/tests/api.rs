@@ -620,6 +620,10 @@ async fn versions_releases_and_scale(backend: Backend) {
         r.body["artifact_digest"], first_digest,
         "same bytes, same digest"
     );
+    let stored = std::fs::read_dir(s.data_dir.path().join("artifacts/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(stored, 1, "same bytes stored once");
     let r = s.get(&format!("{versions}/v1")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["env"]["GREETING"], "hello");

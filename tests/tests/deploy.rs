@@ -506,3 +506,40 @@ async fn build_step_runs_once_and_failures_fail_the_deploy() {
         .unwrap();
     assert_eq!(body.trim(), "built-ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_upload() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    s.post(APPS, json!({"name": "form"})).await;
+    let archive = tideway_e2e::pack_dir(&repo_root().join("examples/hello"));
+    let form = reqwest::multipart::Form::new()
+        .text("note", "ignored field before the file")
+        .part(
+            "artifact",
+            reqwest::multipart::Part::bytes(archive).file_name("hello.tar.gz"),
+        );
+    let r = s
+        .http
+        .post(format!("{}{APPS}/form/versions", s.url))
+        .bearer_auth(&s.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let version: Value = r.json().await.unwrap();
+    assert_eq!(version["number"], 1);
+    assert_eq!(version["run"]["command"], "python3 app.py");
+    let form = reqwest::multipart::Form::new().text("note", "no file");
+    let r = s
+        .http
+        .post(format!("{}{APPS}/form/versions", s.url))
+        .bearer_auth(&s.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "artifact_required");
+}
