@@ -385,13 +385,7 @@ impl SqlStore {
             .fetch_optional(executor)
             .await
             .map_err(db_err)?;
-        match row {
-            Some(row) => app_from_row(&row),
-            None => Err(StoreError::NotFound {
-                kind: "app",
-                name: format!("{ns}/{name}"),
-            }),
-        }
+        found(row, "app", || format!("{ns}/{name}"), app_from_row)
     }
 
     async fn namespace_in<'e, E>(executor: E, name: &Name, lock: &str) -> StoreResult<Namespace>
@@ -406,13 +400,7 @@ impl SqlStore {
             .fetch_optional(executor)
             .await
             .map_err(db_err)?;
-        match row {
-            Some(row) => namespace_from_row(&row),
-            None => Err(StoreError::NotFound {
-                kind: "namespace",
-                name: name.to_string(),
-            }),
-        }
+        found(row, "namespace", || name.to_string(), namespace_from_row)
     }
 
     async fn release_by_id<'e, E>(executor: E, id: i64, lock: &str) -> StoreResult<ReleaseRecord>
@@ -431,13 +419,7 @@ impl SqlStore {
             .fetch_optional(executor)
             .await
             .map_err(db_err)?;
-        match row {
-            Some(row) => release_from_row(&row),
-            None => Err(StoreError::NotFound {
-                kind: "release",
-                name: id.to_string(),
-            }),
-        }
+        found(row, "release", || id.to_string(), release_from_row)
     }
 
     async fn token_by_id<'e, E>(executor: E, id: i64, lock: &str) -> StoreResult<TokenInfo>
@@ -452,13 +434,7 @@ impl SqlStore {
             .fetch_optional(executor)
             .await
             .map_err(db_err)?;
-        match row {
-            Some(row) => token_from_row(&row),
-            None => Err(StoreError::NotFound {
-                kind: "token",
-                name: id.to_string(),
-            }),
-        }
+        found(row, "token", || id.to_string(), token_from_row)
     }
 }
 
@@ -472,6 +448,19 @@ fn lost_race(rows: u64, kind: &str, name: &str) -> StoreResult<()> {
         });
     }
     Ok(())
+}
+
+/// Decodes the row a lookup found, or names what was not found.
+fn found<T>(
+    row: Option<AnyRow>,
+    kind: &'static str,
+    name: impl FnOnce() -> String,
+    decode: impl FnOnce(&AnyRow) -> StoreResult<T>,
+) -> StoreResult<T> {
+    match row {
+        Some(row) => decode(&row),
+        None => Err(StoreError::NotFound { kind, name: name() }),
+    }
 }
 
 fn check_generation(expected: Option<i64>, current: i64) -> StoreResult<()> {
@@ -870,13 +859,12 @@ impl Store for SqlStore {
         .fetch_optional(&self.reader)
         .await
         .map_err(db_err)?;
-        match row {
-            Some(row) => version_from_row(&row, ns.as_str(), app.as_str()),
-            None => Err(StoreError::NotFound {
-                kind: "version",
-                name: format!("{ns}/{app}/v{number}"),
-            }),
-        }
+        found(
+            row,
+            "version",
+            || format!("{ns}/{app}/v{number}"),
+            |row| version_from_row(row, ns.as_str(), app.as_str()),
+        )
     }
 
     async fn list_versions(

@@ -327,6 +327,36 @@ struct Slot {
 }
 
 impl Slot {
+    /// A slot for a record; only what differs between a new and an adopted run is passed.
+    fn new(
+        rec: InstanceRecord,
+        dir: InstanceDir,
+        state: InstanceState,
+        message: Option<String>,
+        adopted: bool,
+        now: DateTime<Utc>,
+        mono: Instant,
+    ) -> Slot {
+        Slot {
+            rec,
+            dir,
+            state,
+            message,
+            updated_at: now,
+            run_started: mono,
+            generation: 0,
+            probe: ProbeCounts::default(),
+            probe_in_flight: false,
+            next_probe: mono,
+            last_probe_error: None,
+            stop: None,
+            adopted,
+            cpu_prev: None,
+            cpu_percent: None,
+            memory_bytes: None,
+        }
+    }
+
     fn run(&self) -> Run {
         if self.rec.app_proc.is_some() {
             Run::Running
@@ -504,24 +534,9 @@ impl Supervisor {
                 .last_exit
                 .as_ref()
                 .map(|e| e.describe(rec.template.resources.memory_mb));
-            let slot = Slot {
-                dir: InstanceDir::new(&self.config.root, &rec.id),
-                state: supervise::not_ready_state(&rec),
-                message,
-                updated_at: now,
-                run_started: mono,
-                generation: 0,
-                probe: ProbeCounts::default(),
-                probe_in_flight: false,
-                next_probe: mono,
-                last_probe_error: None,
-                stop: None,
-                adopted: alive,
-                cpu_prev: None,
-                cpu_percent: None,
-                memory_bytes: None,
-                rec,
-            };
+            let dir = InstanceDir::new(&self.config.root, &rec.id);
+            let state = supervise::not_ready_state(&rec);
+            let slot = Slot::new(rec, dir, state, message, alive, now, mono);
             tracing::info!(
                 instance = %slot.rec.id,
                 alive,
@@ -880,24 +895,7 @@ impl Supervisor {
             limits_enforced: false,
             limits_note: None,
         };
-        let slot = Slot {
-            rec,
-            dir,
-            state: InstanceState::Starting,
-            message: None,
-            updated_at: now,
-            run_started: mono,
-            generation: 0,
-            probe: ProbeCounts::default(),
-            probe_in_flight: false,
-            next_probe: mono,
-            last_probe_error: None,
-            stop: None,
-            adopted: false,
-            cpu_prev: None,
-            cpu_percent: None,
-            memory_bytes: None,
-        };
+        let slot = Slot::new(rec, dir, InstanceState::Starting, None, false, now, mono);
         // Recorded before anything runs, so a crash right after never leaves an unknown
         // process behind.
         slot.persist();
