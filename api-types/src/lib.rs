@@ -501,3 +501,111 @@ pub struct HealthStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
+
+/// How an app's traffic is split between its versions (`GET/PUT .../traffic`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficPolicy {
+    /// Percent of unmatched traffic per version; sums to 100. Empty: all traffic to the
+    /// app's current version.
+    #[serde(default)]
+    pub weights: Vec<VersionWeight>,
+    /// Checked in order before the weights; the first match decides the version.
+    #[serde(default)]
+    pub rules: Vec<MatchRule>,
+    /// Keep a client on one version by hashing a header or cookie instead of rolling dice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<Sticky>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VersionWeight {
+    pub version: u32,
+    /// 0–100.
+    pub weight: u32,
+}
+
+/// Sends matching requests to `version`. Exactly one of `header`, `cookie`, `query`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<ValueMatch>,
+    pub version: u32,
+}
+
+/// A header test: exactly one of `exact`, `prefix`, `regex`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Case-insensitive header name.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// A cookie or query parameter equal to `value`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatch {
+    pub name: String,
+    pub value: String,
+}
+
+/// What identifies a client for sticky assignment: exactly one of `header`, `cookie`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sticky {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+/// A stored traffic policy with its concurrency token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrafficPolicyState {
+    pub policy: TrafficPolicy,
+    pub generation: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One second (or one `step`) of an app version's request metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricPoint {
+    /// Start of the interval.
+    pub time: DateTime<Utc>,
+    pub requests: u64,
+    pub responses_2xx: u64,
+    pub responses_3xx: u64,
+    pub responses_4xx: u64,
+    pub responses_5xx: u64,
+    /// Time-averaged number of requests in flight.
+    pub concurrency: f64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// Request metrics of one version of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricSeries {
+    pub version: u32,
+    pub points: Vec<MetricPoint>,
+}
+
+/// `GET .../metrics` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AppMetrics {
+    pub step_secs: u32,
+    pub series: Vec<MetricSeries>,
+}
