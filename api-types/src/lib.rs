@@ -77,6 +77,13 @@ pub struct App {
     pub labels: Labels,
     /// Desired instance count of the current version (when no autoscaler overrides it).
     pub replicas: u32,
+    /// Custom domains that reach the app through the gateway, besides
+    /// `{app}.{namespace}.localhost`.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Path prefixes that reach the app on any host without a host route.
+    #[serde(default)]
+    pub path_prefixes: Vec<String>,
     /// The version serving traffic, once a release has succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<u32>,
@@ -97,6 +104,10 @@ pub struct AppCreate {
     /// Defaults to 1.
     #[serde(default)]
     pub replicas: Option<u32>,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub path_prefixes: Vec<String>,
 }
 
 /// Merge-style update: absent fields are left as they are.
@@ -107,6 +118,10 @@ pub struct AppPatch {
     pub description: Option<String>,
     #[serde(default)]
     pub labels: Option<Labels>,
+    #[serde(default)]
+    pub domains: Option<Vec<String>>,
+    #[serde(default)]
+    pub path_prefixes: Option<Vec<String>>,
 }
 
 /// How an instance is started.

@@ -335,6 +335,8 @@ async fn apps(args: AppsArgs) -> anyhow::Result<()> {
                 description: description.unwrap_or_default(),
                 labels: Default::default(),
                 replicas,
+                domains: Vec::new(),
+                path_prefixes: Vec::new(),
             };
             let raw = client.post(&["namespaces", ns, "apps"], &body).await?;
             show(output, raw, |a: App| {

@@ -348,6 +348,8 @@ mod tests {
             description: String::new(),
             labels: [("team".to_owned(), "a".to_owned())].into(),
             replicas: 2,
+            domains: Vec::new(),
+            path_prefixes: Vec::new(),
             current_version: None,
             created_at: now() - Duration::hours(2),
             updated_at: now(),

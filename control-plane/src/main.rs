@@ -78,6 +78,10 @@ async fn serve(config: ServerConfig, log_format: LogFormat) -> anyhow::Result<()
     let server = Server::build(config).await?;
     let addr = server.api_addr()?;
     // Scripts and tests read this line to find a port chosen with `:0`.
+    println!(
+        "tideway: gateway listening on http://{}",
+        server.gateway_addr()
+    );
     println!("tideway: api listening on http://{addr}");
     tracing::info!(%addr, "ServerStarted");
     let shutdown = CancellationToken::new();

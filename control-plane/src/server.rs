@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tideway_gateway::route::RouteTable;
+use tideway_gateway::{Activation, Gateway, GatewayConfig};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,8 +24,11 @@ use crate::domain::name::Name;
 use crate::domain::token::{mint_secret, secret_hash, Role};
 use crate::intake::{Intake, UploadLimits};
 use crate::layout::Layout;
+use crate::reconcile::activation::activate;
 use crate::reconcile::build::BuildReconciler;
+use crate::reconcile::metrics::MetricsRollup;
 use crate::reconcile::release::ReleaseReconciler;
+use crate::reconcile::routes::RouteBuilder;
 use crate::reconcile::runtime::{record_events, RuntimeReconciler};
 use crate::runtime::local::{LocalConfig, LocalDriver};
 use crate::runtime::RuntimeDriver;
@@ -63,11 +68,20 @@ pub struct ServerConfig {
     /// Between SIGTERM and SIGKILL when an instance stops.
     #[arg(long, env = "TIDEWAY_STOP_GRACE_SECS", default_value_t = 10)]
     pub stop_grace_secs: u64,
+    /// Address of the gateway that serves the apps (port 0 picks a free port).
+    #[arg(long, env = "TIDEWAY_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    pub gateway_addr: SocketAddr,
+    /// How long the gateway waits for an instance's response headers (then 504).
+    #[arg(long, env = "TIDEWAY_UPSTREAM_TIMEOUT_SECS", default_value_t = 60)]
+    pub upstream_timeout_secs: u64,
 }
 
 pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
+    gateway: Gateway,
+    routes: watch::Sender<Arc<RouteTable>>,
+    activations: mpsc::Receiver<Activation>,
     build_timeout: Duration,
     /// Stops the runtime driver's own loops (never its instances).
     runtime_shutdown: CancellationToken,
@@ -131,6 +145,19 @@ impl Server {
                 },
             },
         ));
+        let (routes, routes_rx) = watch::channel(Arc::new(RouteTable::default()));
+        let (activation_tx, activations) = mpsc::channel(1024);
+        let gateway = Gateway::bind(
+            GatewayConfig {
+                addr: config.gateway_addr,
+                upstream_timeout: Duration::from_secs(config.upstream_timeout_secs),
+                ..GatewayConfig::default()
+            },
+            routes_rx,
+            activation_tx,
+        )
+        .await
+        .with_context(|| format!("binding the gateway to {}", config.gateway_addr))?;
         let state = Arc::new(AppState {
             store,
             runtime,
@@ -142,10 +169,15 @@ impl Server {
             release_wake: Arc::new(Notify::new()),
             runtime_wake: Arc::new(Notify::new()),
             build_wake: Arc::new(Notify::new()),
+            routes_wake: Arc::new(Notify::new()),
+            gateway_metrics: gateway.metrics(),
         });
         Ok(Server {
             listener,
             state,
+            gateway,
+            routes,
+            activations,
             build_timeout: Duration::from_secs(config.build_timeout_secs),
             runtime_shutdown,
         })
@@ -153,6 +185,10 @@ impl Server {
 
     pub fn api_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
+    }
+
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway.local_addr()
     }
 
     /// Serves until `shutdown` fires, then drains requests and stops background tasks.
@@ -168,17 +204,40 @@ impl Server {
             wake: st.runtime_wake.clone(),
         };
         tasks.spawn(runtime.run(shutdown.clone()));
+        // Subscribed here, in order: the event log's receiver is the first and gets the
+        // driver's startup events (adoptions, restarts) too.
         tasks.spawn(record_events(
             st.store.clone(),
-            st.runtime.clone(),
+            st.runtime.subscribe(),
             st.release_wake.clone(),
             shutdown.clone(),
         ));
+        let routes = RouteBuilder {
+            store: st.store.clone(),
+            runtime: st.runtime.clone(),
+            wake: st.routes_wake.clone(),
+            routes: self.routes,
+        };
+        tasks.spawn(routes.run(st.runtime.subscribe(), shutdown.clone()));
+        tasks.spawn(activate(
+            st.store.clone(),
+            self.activations,
+            st.runtime_wake.clone(),
+            shutdown.clone(),
+        ));
+        let rollup = MetricsRollup {
+            store: st.store.clone(),
+            metrics: st.gateway_metrics.clone(),
+            clock: st.clock.clone(),
+        };
+        tasks.spawn(rollup.run(shutdown.clone()));
+        tasks.spawn(self.gateway.run(shutdown.clone()));
         let releases = ReleaseReconciler::new(
             st.store.clone(),
             st.runtime.clone(),
             st.release_wake.clone(),
             st.runtime_wake.clone(),
+            st.routes_wake.clone(),
         );
         tasks.spawn(releases.run(shutdown.clone()));
         let builds = BuildReconciler::new(

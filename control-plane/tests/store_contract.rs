@@ -309,6 +309,8 @@ fn app_create(name: &str, replicas: Option<u32>) -> AppCreate {
         description: format!("the {name} app"),
         labels: labels(&[("tier", name)]),
         replicas,
+        domains: Vec::new(),
+        path_prefixes: Vec::new(),
     }
 }
 

@@ -50,6 +50,8 @@ pub fn tideway_bin() -> PathBuf {
 pub struct TestServer {
     child: Option<Child>,
     pub url: String,
+    /// Where the gateway serves the apps.
+    pub gateway_url: String,
     pub token: String,
     pub data_dir: tempfile::TempDir,
     /// The PostgreSQL database URL, when that is the backend.
@@ -118,6 +120,7 @@ impl TestServer {
         let mut server = TestServer {
             child: None,
             url: String::new(),
+            gateway_url: String::new(),
             token: String::new(),
             data_dir,
             database_url,
@@ -142,6 +145,8 @@ impl TestServer {
             .arg(self.data_dir.path())
             .arg("--api-addr")
             .arg("127.0.0.1:0")
+            .arg("--gateway-addr")
+            .arg("127.0.0.1:0")
             .args(&self.extra_args)
             .env("TIDEWAY_LOG", "warn")
             .stdin(Stdio::null())
@@ -165,6 +170,9 @@ impl TestServer {
         let found = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await? {
                 self.stdout.push(line.clone());
+                if let Some(url) = line.strip_prefix("tideway: gateway listening on ") {
+                    self.gateway_url = url.trim().to_owned();
+                }
                 if let Some(url) = line.strip_prefix("tideway: api listening on ") {
                     return anyhow::Ok(Some(url.trim().to_owned()));
                 }

@@ -12,8 +12,9 @@ use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde_json::json;
 use tideway_api_types::{
-    App, AppCreate, AppPatch, AutoscalingPolicy, AutoscalingPolicyState, Instance, LogLine, Page,
-    Release, ReleaseCreate, Scale, Strategy, Version, VersionState,
+    App, AppCreate, AppMetrics, AppPatch, AutoscalingPolicy, AutoscalingPolicyState, Instance,
+    LogLine, Page, Release, ReleaseCreate, Scale, Strategy, TrafficPolicy, TrafficPolicyState,
+    Version, VersionState,
 };
 
 use super::error::ApiError;
@@ -23,8 +24,12 @@ use super::{AppState, CommonErrors};
 use crate::domain::event::NewEvent;
 use crate::domain::name::Name;
 use crate::domain::policy::validate_policy;
-use crate::domain::spec::{validate_description, validate_labels, validate_replicas};
+use crate::domain::spec::{
+    validate_description, validate_domains, validate_labels, validate_path_prefixes,
+    validate_replicas,
+};
 use crate::domain::token::{Action, Principal};
+use crate::domain::traffic::validate_traffic;
 use crate::domain::Invalid;
 use crate::runtime::LogQuery;
 use crate::store::{Page as StorePage, StoreError};
@@ -65,10 +70,14 @@ pub async fn create(
     validate_description(&body.description)?;
     validate_labels(&body.labels)?;
     validate_replicas(body.replicas.unwrap_or(1))?;
+    validate_domains(&body.domains)?;
+    validate_path_prefixes(&body.path_prefixes)?;
+    ensure_routes_free(&s, None, &body.domains, &body.path_prefixes).await?;
     let event = NewEvent::new("AppCreated", &p.name, "created through the API")
         .app(ns.as_str(), name.as_str())
         .details(json!({"replicas": body.replicas.unwrap_or(1), "labels": body.labels}));
     let app = s.store.create_app(&ns, &body, event).await?;
+    s.routes_wake.notify_one();
     Ok((StatusCode::CREATED, etag(app.generation), Json(app)))
 }
 
@@ -105,6 +114,22 @@ pub async fn patch(
     if let Some(l) = &body.labels {
         validate_labels(l)?;
     }
+    if let Some(d) = &body.domains {
+        validate_domains(d)?;
+    }
+    if let Some(prefixes) = &body.path_prefixes {
+        validate_path_prefixes(prefixes)?;
+    }
+    if body.domains.is_some() || body.path_prefixes.is_some() {
+        let me = (path.ns.to_string(), path.app.to_string());
+        ensure_routes_free(
+            &s,
+            Some(&me),
+            body.domains.as_deref().unwrap_or_default(),
+            body.path_prefixes.as_deref().unwrap_or_default(),
+        )
+        .await?;
+    }
     let (ns, actor) = (path.ns.to_string(), p.name.clone());
     let change = move |app: &mut App| -> Result<NewEvent, Invalid> {
         if let Some(d) = &body.description {
@@ -113,16 +138,28 @@ pub async fn patch(
         if let Some(l) = &body.labels {
             app.labels = l.clone();
         }
+        if let Some(d) = &body.domains {
+            app.domains = d.clone();
+        }
+        if let Some(prefixes) = &body.path_prefixes {
+            app.path_prefixes = prefixes.clone();
+        }
         Ok(
             NewEvent::new("AppUpdated", &actor, "updated through the API")
                 .app(&ns, &app.name)
-                .details(json!({"description": body.description, "labels": body.labels})),
+                .details(json!({
+                    "description": body.description,
+                    "labels": body.labels,
+                    "domains": body.domains,
+                    "path_prefixes": body.path_prefixes,
+                })),
         )
     };
     let app = s
         .store
         .update_app(&path.ns, &path.app, expected, &change)
         .await?;
+    s.routes_wake.notify_one();
     Ok((etag(app.generation), Json(app)))
 }
 
@@ -620,4 +657,184 @@ pub async fn put_autoscaling(
         .put_policy(&path.ns, &path.app, &policy, expected, event)
         .await?;
     Ok((etag(state.generation), Json(state)))
+}
+
+/// Refuses domains or path prefixes another app already claims (`except` is the app being
+/// changed).
+async fn ensure_routes_free(
+    s: &AppState,
+    except: Option<&(String, String)>,
+    domains: &[String],
+    prefixes: &[String],
+) -> Result<(), ApiError> {
+    if domains.is_empty() && prefixes.is_empty() {
+        return Ok(());
+    }
+    for other in s.store.routing_state().await? {
+        let a = &other.record.app;
+        if except.is_some_and(|(ns, name)| *ns == a.namespace && *name == a.name) {
+            continue;
+        }
+        let taken = domains
+            .iter()
+            .find(|d| a.domains.contains(d))
+            .or_else(|| prefixes.iter().find(|p| a.path_prefixes.contains(p)));
+        if let Some(route) = taken {
+            return Err(ApiError::Conflict {
+                code: "route_taken",
+                message: format!("'{route}' already routes to {}/{}", a.namespace, a.name),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/traffic", tag = "traffic",
+    params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App")),
+    responses((status = 200, description = "The traffic policy; ETag is its generation (0 and an empty policy when none is set)", body = TrafficPolicyState), CommonErrors),
+    security(("bearer" = [])))]
+pub async fn get_traffic(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    path: AppPath,
+) -> Result<impl IntoResponse, ApiError> {
+    p.authorize(Action::Read, Some(path.ns.as_str()))?;
+    let state = match s.store.get_traffic(&path.ns, &path.app).await? {
+        Some(state) => state,
+        None => {
+            let record = s.store.get_app(&path.ns, &path.app).await?;
+            TrafficPolicyState {
+                policy: TrafficPolicy::default(),
+                generation: 0,
+                updated_at: record.app.updated_at,
+            }
+        }
+    };
+    Ok((etag(state.generation), Json(state)))
+}
+
+#[utoipa::path(put, path = "/api/v1/namespaces/{ns}/apps/{app}/traffic", tag = "traffic",
+    request_body = TrafficPolicy,
+    params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App"),
+           ("If-Match" = Option<String>, Header, description = "ETag of the policy (\"0\" when none is set)")),
+    responses((status = 200, description = "Stored; live in the gateway within 100 ms", body = TrafficPolicyState), CommonErrors),
+    security(("bearer" = [])))]
+pub async fn put_traffic(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    path: AppPath,
+    IfMatch(expected): IfMatch,
+    ApiJson(policy): ApiJson<TrafficPolicy>,
+) -> Result<impl IntoResponse, ApiError> {
+    p.authorize(Action::Deploy, Some(path.ns.as_str()))?;
+    let mut existing = std::collections::BTreeSet::new();
+    let mut page = crate::store::PageRequest {
+        limit: 500,
+        cursor: None,
+    };
+    loop {
+        let versions = s.store.list_versions(&path.ns, &path.app, &page).await?;
+        existing.extend(
+            versions
+                .items
+                .iter()
+                .filter(|v| v.state != VersionState::BuildFailed)
+                .map(|v| v.number),
+        );
+        match versions.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => break,
+        }
+    }
+    validate_traffic(&policy, &existing)?;
+    let event = NewEvent::new("TrafficPolicyUpdated", &p.name, "updated through the API")
+        .app(path.ns.as_str(), path.app.as_str())
+        .details(json!({"policy": policy}));
+    let state = s
+        .store
+        .put_traffic(&path.ns, &path.app, &policy, expected, event)
+        .await?;
+    // Versions the policy names must run, and the gateway must see the split.
+    s.runtime_wake.notify_one();
+    s.routes_wake.notify_one();
+    Ok((etag(state.generation), Json(state)))
+}
+
+/// `?from=&to=&step=` of the metrics endpoint.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsParams {
+    /// RFC 3339; default 5 minutes before `to`.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// RFC 3339; default now.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Seconds per point: 1 s resolution for the last hour, whole minutes before that.
+    pub step: Option<u32>,
+}
+
+const MAX_POINTS: i64 = 10_000;
+
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/metrics", tag = "metrics",
+    params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App"), MetricsParams),
+    responses((status = 200, description = "Request metrics per version: per second for the last hour, per minute for 14 days", body = AppMetrics), CommonErrors),
+    security(("bearer" = [])))]
+pub async fn metrics(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    path: AppPath,
+    ApiQuery(params): ApiQuery<MetricsParams>,
+) -> Result<Json<AppMetrics>, ApiError> {
+    use chrono::TimeDelta;
+    p.authorize(Action::Read, Some(path.ns.as_str()))?;
+    let record = s.store.get_app(&path.ns, &path.app).await?;
+    let now = s.clock.now();
+    let to = params.to.unwrap_or(now);
+    let from = params.from.unwrap_or(to - TimeDelta::minutes(5));
+    let span = (to - from).num_seconds();
+    if span <= 0 || span > crate::reconcile::metrics::RETENTION.num_seconds() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "from must be before to, at most 14 days apart",
+        ));
+    }
+    let recent = from >= now - TimeDelta::hours(1);
+    let default_step = if recent { 1 } else { 60 };
+    let step = params
+        .step
+        .unwrap_or(default_step.max((span / MAX_POINTS + 1) as u32));
+    if step == 0 || step > 86_400 || span / i64::from(step) > MAX_POINTS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("step must be 1–86400 s and give at most {MAX_POINTS} points"),
+        ));
+    }
+    let series = if recent {
+        s.gateway_metrics
+            .window(path.ns.as_str(), path.app.as_str(), from, to, step)
+    } else {
+        if step % 60 != 0 {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "beyond the last hour, metrics are kept per minute: step must be a multiple of 60",
+            ));
+        }
+        let rows = s.store.metrics_rollups(record.id, from, to).await?;
+        let mut by_version: std::collections::BTreeMap<u32, Vec<tideway_api_types::MetricPoint>> =
+            Default::default();
+        for row in rows {
+            by_version.entry(row.version).or_default().push(row.point);
+        }
+        by_version
+            .into_iter()
+            .map(|(version, points)| tideway_api_types::MetricSeries {
+                version,
+                points: crate::reconcile::metrics::merge_minutes(&points, from, step),
+            })
+            .collect()
+    };
+    Ok(Json(AppMetrics {
+        step_secs: step,
+        series,
+    }))
 }

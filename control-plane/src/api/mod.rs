@@ -48,6 +48,10 @@ pub struct AppState {
     pub runtime_wake: Arc<Notify>,
     /// Wakes the build reconciler (and its garbage collection).
     pub build_wake: Arc<Notify>,
+    /// Wakes the route builder: the gateway's table must follow within 100 ms.
+    pub routes_wake: Arc<Notify>,
+    /// The gateway's per-second request metrics.
+    pub gateway_metrics: Arc<tideway_gateway::GatewayMetrics>,
 }
 
 /// Largest JSON body accepted by `/api/v1`.
@@ -94,7 +98,7 @@ pub enum CommonErrors {
         apps::list_versions, apps::create_version, apps::get_version, apps::get_build_log,
         apps::list_releases, apps::create_release, apps::get_release,
         apps::list_instances, apps::logs, apps::get_scale, apps::put_scale,
-        apps::get_autoscaling, apps::put_autoscaling,
+        apps::get_autoscaling, apps::put_autoscaling, apps::get_traffic, apps::put_traffic, apps::metrics,
         tokens::list, tokens::create, tokens::revoke,
         events::list,
         healthz, readyz, metrics,
@@ -160,6 +164,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             &format!("{app}/autoscaling"),
             get(apps::get_autoscaling).put(apps::put_autoscaling),
         )
+        .route(
+            &format!("{app}/traffic"),
+            get(apps::get_traffic).put(apps::put_traffic),
+        )
+        .route(&format!("{app}/metrics"), get(apps::metrics))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", delete(tokens::revoke))
         .route("/events", get(events::list))

@@ -8,6 +8,7 @@ pub mod policy;
 pub mod release;
 pub mod spec;
 pub mod token;
+pub mod traffic;
 
 use std::fmt;
 

@@ -48,6 +48,46 @@ pub fn validate_replicas(replicas: u32) -> Result<(), Invalid> {
     )
 }
 
+/// Custom domains: lowercase DNS names of at least two labels. `.localhost` names are the
+/// platform's own (`{app}.{ns}.localhost`), so they cannot be claimed.
+pub fn validate_domains(domains: &[String]) -> Result<(), Invalid> {
+    ensure(domains.len() <= 32, "domains", "at most 32 domains")?;
+    for (i, d) in domains.iter().enumerate() {
+        let field = format!("domains[{i}]");
+        let labels: Vec<&str> = d.split('.').collect();
+        ensure(
+            d.len() <= 253
+                && labels.len() >= 2
+                && labels
+                    .iter()
+                    .all(|l| tideway_api_types::name::dns_label_error(l).is_none()),
+            &field,
+            "must be a lowercase domain name such as shop.example.com",
+        )?;
+        ensure(
+            d != "localhost" && !d.ends_with(".localhost"),
+            &field,
+            ".localhost names are reserved for {app}.{namespace}.localhost",
+        )?;
+    }
+    Ok(())
+}
+
+/// Path prefixes: absolute paths without spaces, queries or fragments.
+pub fn validate_path_prefixes(prefixes: &[String]) -> Result<(), Invalid> {
+    ensure(prefixes.len() <= 32, "path_prefixes", "at most 32 prefixes")?;
+    for (i, p) in prefixes.iter().enumerate() {
+        ensure(
+            p.starts_with('/')
+                && p.len() <= 256
+                && !p.contains(|c: char| c.is_whitespace() || c == '?' || c == '#'),
+            &format!("path_prefixes[{i}]"),
+            "must be an absolute path such as /shop",
+        )?;
+    }
+    Ok(())
+}
+
 /// `sha256:` followed by 64 lowercase hex digits.
 pub fn validate_digest(digest: &str) -> Result<(), Invalid> {
     let hex = digest.strip_prefix("sha256:").unwrap_or("");

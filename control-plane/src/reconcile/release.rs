@@ -26,6 +26,7 @@ pub struct ReleaseReconciler {
     wake: Arc<Notify>,
     /// Told when a release changed the serving version.
     runtime_wake: Arc<Notify>,
+    routes_wake: Arc<Notify>,
 }
 
 impl ReleaseReconciler {
@@ -34,12 +35,14 @@ impl ReleaseReconciler {
         runtime: Arc<dyn RuntimeDriver>,
         wake: Arc<Notify>,
         runtime_wake: Arc<Notify>,
+        routes_wake: Arc<Notify>,
     ) -> Self {
         ReleaseReconciler {
             store,
             runtime,
             wake,
             runtime_wake,
+            routes_wake,
         }
     }
 
@@ -94,6 +97,7 @@ impl ReleaseReconciler {
                 .await?;
             if transition.set_current_version.is_some() {
                 self.runtime_wake.notify_one();
+                self.routes_wake.notify_one();
             }
             tracing::info!(
                 release = release.id,

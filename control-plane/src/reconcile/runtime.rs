@@ -1,20 +1,20 @@
-//! Converges the runtime to the store: every app with a serving version, built and ready,
-//! becomes a workload with the app's replica count, and the runtime driver is told the
-//! complete set. The driver's lifecycle events are appended to the event log.
+//! Converges the runtime to the store: every app's serving version, and the versions its
+//! traffic policy uses, become workloads, and the runtime driver is told the complete set. The driver's lifecycle events are appended to the event log.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use tideway_api_types::VersionState;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::event::NewEvent;
+use crate::domain::traffic::referenced_versions;
 use crate::layout::Layout;
 use crate::runtime::{RuntimeDriver, RuntimeEvent, Workload};
-use crate::store::Store;
+use crate::store::{AppRouting, Store};
 
 const RESYNC: Duration = Duration::from_secs(1);
 
@@ -28,26 +28,14 @@ pub struct RuntimeReconciler {
 impl RuntimeReconciler {
     /// The workloads the store asks for.
     pub async fn desired(&self) -> Result<Vec<Workload>, String> {
-        let serving = self
+        let apps = self
             .store
-            .serving_versions()
+            .routing_state()
             .await
             .map_err(|e| e.to_string())?;
-        Ok(serving
-            .into_iter()
-            .filter(|(_, v)| v.state == VersionState::Ready)
-            .map(|(app, v)| Workload {
-                namespace: app.app.namespace.clone(),
-                app: app.app.name.clone(),
-                version: v.number,
-                replicas: app.app.replicas,
-                dir: self.layout.version_dir(app.id, v.number),
-                command: v.run.command,
-                env: v.env,
-                port: v.port,
-                health: v.health,
-                resources: v.resources,
-            })
+        Ok(apps
+            .iter()
+            .flat_map(|app| workloads_of(app, &self.layout))
             .collect())
     }
 
@@ -62,15 +50,58 @@ impl RuntimeReconciler {
     }
 }
 
+/// The workloads of one app: its serving version at `replicas`, and every other version
+/// the traffic policy sends traffic to or names in a rule, sized to its share of the
+/// traffic (at least one instance). Versions still building or failed are left out.
+pub fn workloads_of(app: &AppRouting, layout: &Layout) -> Vec<Workload> {
+    let replicas = app.record.app.replicas;
+    let current = app.record.app.current_version;
+    let referenced = app
+        .traffic
+        .as_ref()
+        .map(referenced_versions)
+        .unwrap_or_default();
+    app.versions
+        .iter()
+        .filter(|v| v.state == VersionState::Ready)
+        .filter_map(|v| {
+            let count = if Some(v.number) == current {
+                replicas
+            } else if referenced.contains(&v.number) {
+                let weight = app
+                    .traffic
+                    .iter()
+                    .flat_map(|t| t.weights.iter())
+                    .find(|w| w.version == v.number)
+                    .map_or(0, |w| w.weight);
+                (replicas * weight).div_ceil(100).max(1)
+            } else {
+                return None;
+            };
+            Some(Workload {
+                namespace: app.record.app.namespace.clone(),
+                app: app.record.app.name.clone(),
+                version: v.number,
+                replicas: count,
+                dir: layout.version_dir(app.record.id, v.number),
+                command: v.run.command.clone(),
+                env: v.env.clone(),
+                port: v.port,
+                health: v.health.clone(),
+                resources: v.resources.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Appends every runtime event to the event log; wakes the release reconciler when an
 /// instance becomes ready or starts crash-looping, since a release may be waiting on it.
 pub async fn record_events(
     store: Arc<dyn Store>,
-    runtime: Arc<dyn RuntimeDriver>,
+    mut events: broadcast::Receiver<RuntimeEvent>,
     release_wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut events = runtime.subscribe();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -6,9 +6,11 @@
 pub mod sql;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use tideway_api_types::{
-    App, AppCreate, AutoscalingPolicy, AutoscalingPolicyState, Event, Labels, Namespace, Release,
-    Role, Strategy, TokenInfo, Version, VersionCreate, VersionState,
+    App, AppCreate, AutoscalingPolicy, AutoscalingPolicyState, Event, Labels, MetricPoint,
+    Namespace, Release, Role, Strategy, TokenInfo, TrafficPolicy, TrafficPolicyState, Version,
+    VersionCreate, VersionState,
 };
 
 use crate::domain::event::NewEvent;
@@ -70,6 +72,25 @@ pub struct AppRecord {
 pub struct VersionRecord {
     pub app_id: i64,
     pub version: Version,
+}
+
+/// An app as routing and the runtime see it.
+#[derive(Debug, Clone)]
+pub struct AppRouting {
+    pub record: AppRecord,
+    pub traffic: Option<TrafficPolicy>,
+    pub scale_to_zero: bool,
+    /// The serving version and the versions the traffic policy names, by number.
+    pub versions: Vec<Version>,
+}
+
+/// One minute of one app version's request metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MinuteMetrics {
+    pub app_id: i64,
+    pub version: u32,
+    /// `time` is the start of the minute.
+    pub point: MetricPoint,
 }
 
 /// A release with its internal app id, as the reconciler needs it.
@@ -206,8 +227,6 @@ pub trait Store: Send + Sync + 'static {
         to: VersionState,
         event: NewEvent,
     ) -> StoreResult<bool>;
-    /// Every app that has a serving version, with that version: the runtime's desired state.
-    async fn serving_versions(&self) -> StoreResult<Vec<(AppRecord, Version)>>;
     /// Artifact digests that some version still refers to.
     async fn referenced_digests(&self) -> StoreResult<Vec<String>>;
 
@@ -224,6 +243,32 @@ pub trait Store: Send + Sync + 'static {
         expected: Option<i64>,
         event: NewEvent,
     ) -> StoreResult<AutoscalingPolicyState>;
+
+    async fn get_traffic(&self, ns: &Name, app: &Name) -> StoreResult<Option<TrafficPolicyState>>;
+    async fn put_traffic(
+        &self,
+        ns: &Name,
+        app: &Name,
+        policy: &TrafficPolicy,
+        expected: Option<i64>,
+        event: NewEvent,
+    ) -> StoreResult<TrafficPolicyState>;
+
+    /// Every app with what routing and the runtime need: its traffic policy, whether it may
+    /// scale to zero, and the versions it serves or its traffic policy names.
+    async fn routing_state(&self) -> StoreResult<Vec<AppRouting>>;
+
+    /// Upserts per-minute request metrics.
+    async fn record_metrics(&self, rows: &[MinuteMetrics]) -> StoreResult<()>;
+    /// An app's per-minute metrics in `[from, to)`, by version then time.
+    async fn metrics_rollups(
+        &self,
+        app_id: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<MinuteMetrics>>;
+    /// Deletes per-minute metrics older than `before`; returns how many.
+    async fn prune_metrics(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     async fn create_token(
         &self,

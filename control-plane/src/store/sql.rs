@@ -6,6 +6,7 @@
 //! (writers queue in the pool instead of spinning on `SQLITE_BUSY`) and a separate read
 //! pool that WAL lets run beside it. PostgreSQL uses one pool for both.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +18,13 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tideway_api_types::{
     App, AppCreate, AutoscalingPolicy, AutoscalingPolicyState, Event, HealthCheck, Labels,
-    Namespace, Release, Resources, Role, RunSpec, Strategy, TokenInfo, Version, VersionCreate,
-    VersionState,
+    MetricPoint, Namespace, Release, Resources, Role, RunSpec, Strategy, TokenInfo, TrafficPolicy,
+    TrafficPolicyState, Version, VersionCreate, VersionState,
 };
 
 use super::{
-    AppChange, AppRecord, EventFilter, Page, PageRequest, ReleaseRecord, Store, StoreError,
-    StoreResult, VersionRecord,
+    AppChange, AppRecord, AppRouting, EventFilter, MinuteMetrics, Page, PageRequest, ReleaseRecord,
+    Store, StoreError, StoreResult, VersionRecord,
 };
 use crate::clock::Clock;
 use crate::domain::event::NewEvent;
@@ -115,10 +116,20 @@ fn namespace_from_row(row: &AnyRow) -> StoreResult<Namespace> {
     })
 }
 
-const APP_COLUMNS: &str = "id, namespace, name, description, labels, replicas, current_version, created_at, updated_at, generation";
+const APP_COLUMNS: &str = "id, namespace, name, description, labels, replicas, current_version, created_at, updated_at, generation, routing";
+
+/// An app's gateway routing, kept as one JSON document.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Routing {
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default)]
+    path_prefixes: Vec<String>,
+}
 
 fn app_from_row(row: &AnyRow) -> StoreResult<AppRecord> {
     let current: Option<i64> = get(row, "current_version")?;
+    let routing: Routing = from_json(&get::<String>(row, "routing")?, "app routing")?;
     Ok(AppRecord {
         id: get(row, "id")?,
         app: App {
@@ -127,6 +138,8 @@ fn app_from_row(row: &AnyRow) -> StoreResult<AppRecord> {
             description: get(row, "description")?,
             labels: from_json(&get::<String>(row, "labels")?, "app labels")?,
             replicas: u32_col(row, "replicas")?,
+            domains: routing.domains,
+            path_prefixes: routing.path_prefixes,
             current_version: current.and_then(|v| u32::try_from(v).ok()),
             created_at: from_ms(get(row, "created_at")?)?,
             updated_at: from_ms(get(row, "updated_at")?)?,
@@ -422,6 +435,107 @@ impl SqlStore {
         found(row, "release", || id.to_string(), release_from_row)
     }
 
+    async fn get_app_doc<T: serde::de::DeserializeOwned>(
+        &self,
+        table: PolicyTable,
+        ns: &Name,
+        app: &Name,
+    ) -> StoreResult<Option<(T, i64, DateTime<Utc>)>> {
+        let rec = Self::app_in(&self.reader, ns, app, "").await?;
+        let sql = format!(
+            "SELECT policy, generation, updated_at FROM {} WHERE app_id = $1",
+            table.name()
+        );
+        let row = sqlx::query(&sql)
+            .bind(rec.id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?;
+        row.map(|row| {
+            Ok((
+                from_json(&get::<String>(&row, "policy")?, table.name())?,
+                get(&row, "generation")?,
+                from_ms(get(&row, "updated_at")?)?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Stores a per-app policy document; `expected` 0 means "none is set yet".
+    async fn put_app_doc<T: serde::Serialize>(
+        &self,
+        table: PolicyTable,
+        ns: &Name,
+        app: &Name,
+        doc: &T,
+        expected: Option<i64>,
+        event: NewEvent,
+    ) -> StoreResult<(i64, DateTime<Utc>)> {
+        let mut tx = self.begin().await?;
+        // The app row lock serializes writers of its policies on PostgreSQL.
+        let rec = Self::app_in(&mut *tx, ns, app, self.for_update()).await?;
+        let sql = format!("SELECT generation FROM {} WHERE app_id = $1", table.name());
+        let current: i64 = sqlx::query(&sql)
+            .bind(rec.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .map(|row| get(&row, "generation"))
+            .transpose()?
+            .unwrap_or(0);
+        check_generation(expected, current)?;
+        let generation = current + 1;
+        let now = self.now();
+        let sql = format!(
+            "INSERT INTO {t} (app_id, policy, generation, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (app_id) DO UPDATE SET policy = $2, generation = $3, updated_at = $4 \
+             WHERE {t}.generation = $5",
+            t = table.name()
+        );
+        let updated = sqlx::query(&sql)
+            .bind(rec.id)
+            .bind(to_json(doc)?)
+            .bind(generation)
+            .bind(now)
+            .bind(current)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict {
+                        code: "write_contention",
+                        message: format!("the {} changed concurrently; retry", table.what()),
+                    }
+                } else {
+                    db_err(e)
+                }
+            })?
+            .rows_affected();
+        lost_race(updated, table.what(), &format!("{ns}/{app}"))?;
+        self.insert_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok((generation, from_ms(now)?))
+    }
+
+    async fn all_app_docs<T: serde::de::DeserializeOwned>(
+        &self,
+        table: PolicyTable,
+    ) -> StoreResult<HashMap<i64, T>> {
+        let sql = format!("SELECT app_id, policy FROM {}", table.name());
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    get(row, "app_id")?,
+                    from_json(&get::<String>(row, "policy")?, table.name())?,
+                ))
+            })
+            .collect()
+    }
+
     async fn token_by_id<'e, E>(executor: E, id: i64, lock: &str) -> StoreResult<TokenInfo>
     where
         E: Executor<'e, Database = Any>,
@@ -436,6 +550,34 @@ impl SqlStore {
             .map_err(db_err)?;
         found(row, "token", || id.to_string(), token_from_row)
     }
+}
+
+/// The per-app policy documents, which share one table shape.
+#[derive(Debug, Clone, Copy)]
+enum PolicyTable {
+    Autoscaling,
+    Traffic,
+}
+
+impl PolicyTable {
+    fn name(self) -> &'static str {
+        match self {
+            PolicyTable::Autoscaling => "autoscaling_policies",
+            PolicyTable::Traffic => "traffic_policies",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            PolicyTable::Autoscaling => "autoscaling policy",
+            PolicyTable::Traffic => "traffic policy",
+        }
+    }
+}
+
+/// A counter as the database stores it.
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// A conditional write that touched no row lost a race the row lock should have prevented;
@@ -668,8 +810,8 @@ impl Store for SqlStore {
         let now = self.now();
         let sql = format!(
             "INSERT INTO apps (namespace, name, description, labels, replicas, current_version, \
-             created_at, updated_at, generation) VALUES ($1, $2, $3, $4, $5, NULL, $6, $6, 1) \
-             RETURNING {APP_COLUMNS}"
+             created_at, updated_at, generation, routing) \
+             VALUES ($1, $2, $3, $4, $5, NULL, $6, $6, 1, $7) RETURNING {APP_COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(ns.as_str())
@@ -678,6 +820,10 @@ impl Store for SqlStore {
             .bind(to_json(&app.labels)?)
             .bind(i64::from(app.replicas.unwrap_or(1)))
             .bind(now)
+            .bind(to_json(&Routing {
+                domains: app.domains.clone(),
+                path_prefixes: app.path_prefixes.clone(),
+            })?)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| {
@@ -742,7 +888,7 @@ impl Store for SqlStore {
             app.updated_at = from_ms(self.now())?;
             let updated = sqlx::query(
                 "UPDATE apps SET description = $1, labels = $2, replicas = $3, current_version = $4, \
-                 updated_at = $5, generation = $6 WHERE id = $7 AND generation = $8",
+                 updated_at = $5, generation = $6, routing = $9 WHERE id = $7 AND generation = $8",
             )
             .bind(&app.description)
             .bind(to_json(&app.labels)?)
@@ -752,6 +898,10 @@ impl Store for SqlStore {
             .bind(app.generation)
             .bind(current.id)
             .bind(current.app.generation)
+            .bind(to_json(&Routing {
+                domains: app.domains.clone(),
+                path_prefixes: app.path_prefixes.clone(),
+            })?)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?
@@ -1098,31 +1248,6 @@ impl Store for SqlStore {
         Ok(true)
     }
 
-    async fn serving_versions(&self) -> StoreResult<Vec<(AppRecord, Version)>> {
-        let sql = format!(
-            "SELECT {cols}, v.number, v.artifact_digest, v.spec, v.state, v.created_at AS v_created_at \
-             FROM apps a JOIN versions v ON v.app_id = a.id AND v.number = a.current_version \
-             ORDER BY a.id",
-            cols = APP_COLUMNS
-                .split(", ")
-                .map(|c| format!("a.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let rows = sqlx::query(&sql)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let app = app_from_row(row)?;
-            let version =
-                version_from_row_at(row, &app.app.namespace, &app.app.name, "v_created_at")?;
-            out.push((app, version));
-        }
-        Ok(out)
-    }
-
     async fn referenced_digests(&self) -> StoreResult<Vec<String>> {
         let rows = sqlx::query("SELECT DISTINCT artifact_digest FROM versions")
             .fetch_all(&self.reader)
@@ -1136,22 +1261,14 @@ impl Store for SqlStore {
         ns: &Name,
         app: &Name,
     ) -> StoreResult<Option<AutoscalingPolicyState>> {
-        let rec = Self::app_in(&self.reader, ns, app, "").await?;
-        let row = sqlx::query(
-            "SELECT policy, generation, updated_at FROM autoscaling_policies WHERE app_id = $1",
-        )
-        .bind(rec.id)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(db_err)?;
-        row.map(|row| {
-            Ok(AutoscalingPolicyState {
-                policy: from_json(&get::<String>(&row, "policy")?, "autoscaling policy")?,
-                generation: get(&row, "generation")?,
-                updated_at: from_ms(get(&row, "updated_at")?)?,
-            })
-        })
-        .transpose()
+        Ok(self
+            .get_app_doc(PolicyTable::Autoscaling, ns, app)
+            .await?
+            .map(|(policy, generation, updated_at)| AutoscalingPolicyState {
+                policy,
+                generation,
+                updated_at,
+            }))
     }
 
     async fn put_policy(
@@ -1162,56 +1279,200 @@ impl Store for SqlStore {
         expected: Option<i64>,
         event: NewEvent,
     ) -> StoreResult<AutoscalingPolicyState> {
-        let mut tx = self.begin().await?;
-        let rec = Self::app_in(&mut *tx, ns, app, self.for_update()).await?;
-        let current: Option<i64> =
-            sqlx::query("SELECT generation FROM autoscaling_policies WHERE app_id = $1")
-                .bind(rec.id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?
-                .map(|row| get(&row, "generation"))
-                .transpose()?;
-        // A policy that was never set has generation 0, so `If-Match: "0"` means "create".
-        check_generation(expected, current.unwrap_or(0))?;
-        let generation = current.unwrap_or(0) + 1;
-        let now = self.now();
-        let updated = sqlx::query(
-            "INSERT INTO autoscaling_policies (app_id, policy, generation, updated_at) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (app_id) DO UPDATE SET policy = $2, generation = $3, updated_at = $4 \
-             WHERE autoscaling_policies.generation = $3 - 1",
-        )
-        .bind(rec.id)
-        .bind(to_json(policy)?)
-        .bind(generation)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Conflict {
-                    code: "write_contention",
-                    message: "the policy changed concurrently; retry".into(),
-                }
-            } else {
-                db_err(e)
-            }
-        })?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::Conflict {
-                code: "write_contention",
-                message: "the policy changed concurrently; retry".into(),
-            });
-        }
-        self.insert_event(&mut tx, &event).await?;
-        tx.commit().await.map_err(db_err)?;
+        let (generation, updated_at) = self
+            .put_app_doc(PolicyTable::Autoscaling, ns, app, policy, expected, event)
+            .await?;
         Ok(AutoscalingPolicyState {
             policy: policy.clone(),
             generation,
-            updated_at: from_ms(now)?,
+            updated_at,
         })
+    }
+
+    async fn get_traffic(&self, ns: &Name, app: &Name) -> StoreResult<Option<TrafficPolicyState>> {
+        Ok(self.get_app_doc(PolicyTable::Traffic, ns, app).await?.map(
+            |(policy, generation, updated_at)| TrafficPolicyState {
+                policy,
+                generation,
+                updated_at,
+            },
+        ))
+    }
+
+    async fn put_traffic(
+        &self,
+        ns: &Name,
+        app: &Name,
+        policy: &TrafficPolicy,
+        expected: Option<i64>,
+        event: NewEvent,
+    ) -> StoreResult<TrafficPolicyState> {
+        let (generation, updated_at) = self
+            .put_app_doc(PolicyTable::Traffic, ns, app, policy, expected, event)
+            .await?;
+        Ok(TrafficPolicyState {
+            policy: policy.clone(),
+            generation,
+            updated_at,
+        })
+    }
+
+    async fn routing_state(&self) -> StoreResult<Vec<AppRouting>> {
+        let sql = format!("SELECT {APP_COLUMNS} FROM apps ORDER BY id");
+        let apps = sqlx::query(&sql)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(app_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let traffic: HashMap<i64, TrafficPolicy> = self.all_app_docs(PolicyTable::Traffic).await?;
+        let autoscaling: HashMap<i64, AutoscalingPolicy> =
+            self.all_app_docs(PolicyTable::Autoscaling).await?;
+        // Only the versions something refers to: the serving one and those the traffic
+        // policy names.
+        let mut wanted: Vec<(i64, u32)> = Vec::new();
+        for app in &apps {
+            let mut numbers: Vec<u32> = app.app.current_version.into_iter().collect();
+            if let Some(policy) = traffic.get(&app.id) {
+                numbers.extend(crate::domain::traffic::referenced_versions(policy));
+            }
+            numbers.sort_unstable();
+            numbers.dedup();
+            wanted.extend(numbers.into_iter().map(|n| (app.id, n)));
+        }
+        let mut versions: HashMap<(i64, u32), Version> = HashMap::new();
+        let names: HashMap<i64, (String, String)> = apps
+            .iter()
+            .map(|a| (a.id, (a.app.namespace.clone(), a.app.name.clone())))
+            .collect();
+        for chunk in wanted.chunks(200) {
+            let clauses: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(app_id = ${} AND number = ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!(
+                "SELECT app_id, number, artifact_digest, spec, state, created_at FROM versions WHERE {}",
+                clauses.join(" OR ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (app_id, number) in chunk {
+                query = query.bind(*app_id).bind(i64::from(*number));
+            }
+            for row in query.fetch_all(&self.reader).await.map_err(db_err)? {
+                let app_id: i64 = get(&row, "app_id")?;
+                let Some((ns, app)) = names.get(&app_id) else {
+                    continue;
+                };
+                let version = version_from_row(&row, ns, app)?;
+                versions.insert((app_id, version.number), version);
+            }
+        }
+        Ok(apps
+            .into_iter()
+            .map(|record| {
+                let mut own: Vec<Version> = versions
+                    .iter()
+                    .filter(|((id, _), _)| *id == record.id)
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                own.sort_by_key(|v| v.number);
+                AppRouting {
+                    traffic: traffic.get(&record.id).cloned(),
+                    scale_to_zero: autoscaling.get(&record.id).is_some_and(|p| p.scale_to_zero),
+                    versions: own,
+                    record,
+                }
+            })
+            .collect())
+    }
+
+    async fn record_metrics(&self, rows: &[MinuteMetrics]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for m in rows {
+            let p = &m.point;
+            sqlx::query(
+                "INSERT INTO metrics_minutely (app_id, version, minute, requests, responses_2xx, \
+                 responses_3xx, responses_4xx, responses_5xx, concurrency, p50_ms, p90_ms, p99_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (app_id, version, minute) DO UPDATE SET requests = $4, \
+                 responses_2xx = $5, responses_3xx = $6, responses_4xx = $7, responses_5xx = $8, \
+                 concurrency = $9, p50_ms = $10, p90_ms = $11, p99_ms = $12",
+            )
+            .bind(m.app_id)
+            .bind(i64::from(m.version))
+            .bind(p.time.timestamp() / 60)
+            .bind(count(p.requests))
+            .bind(count(p.responses_2xx))
+            .bind(count(p.responses_3xx))
+            .bind(count(p.responses_4xx))
+            .bind(count(p.responses_5xx))
+            .bind(p.concurrency)
+            .bind(p.p50_ms)
+            .bind(p.p90_ms)
+            .bind(p.p99_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn metrics_rollups(
+        &self,
+        app_id: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<MinuteMetrics>> {
+        let rows = sqlx::query(
+            "SELECT version, minute, requests, responses_2xx, responses_3xx, responses_4xx, \
+             responses_5xx, concurrency, p50_ms, p90_ms, p99_ms FROM metrics_minutely \
+             WHERE app_id = $1 AND minute >= $2 AND minute < $3 ORDER BY version, minute",
+        )
+        .bind(app_id)
+        .bind(from.timestamp().div_euclid(60))
+        .bind(to.timestamp().div_euclid(60))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let minute: i64 = get(row, "minute")?;
+                let counter = |col: &str| -> StoreResult<u64> {
+                    Ok(u64::try_from(get::<i64>(row, col)?).unwrap_or(0))
+                };
+                Ok(MinuteMetrics {
+                    app_id,
+                    version: u32_col(row, "version")?,
+                    point: MetricPoint {
+                        time: from_ms(minute * 60_000)?,
+                        requests: counter("requests")?,
+                        responses_2xx: counter("responses_2xx")?,
+                        responses_3xx: counter("responses_3xx")?,
+                        responses_4xx: counter("responses_4xx")?,
+                        responses_5xx: counter("responses_5xx")?,
+                        concurrency: get(row, "concurrency")?,
+                        p50_ms: get(row, "p50_ms")?,
+                        p90_ms: get(row, "p90_ms")?,
+                        p99_ms: get(row, "p99_ms")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_metrics(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM metrics_minutely WHERE minute < $1")
+            .bind(before.timestamp().div_euclid(60))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        tx.commit().await.map_err(db_err)?;
+        Ok(n)
     }
 
     async fn create_token(
