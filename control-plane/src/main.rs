@@ -30,6 +30,11 @@ enum Command {
         #[arg(long, env = "TIDEWAY_LOG_FORMAT", value_enum, default_value = "pretty")]
         log_format: LogFormat,
     },
+    /// Run a gateway in its own process, fed by a control plane over gRPC.
+    Gateway {
+        #[command(flatten)]
+        args: tideway::remote_gateway::GatewayArgs,
+    },
     /// Supervise one instance of the local runtime (started by the control plane).
     #[command(hide = true)]
     Shim {
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server { config, log_format } => serve(config, log_format).await,
+            Command::Gateway { args } => tideway::remote_gateway::run(args).await,
             Command::Client(command) => tideway_cli::run(command).await,
             Command::Shim { .. } => Ok(()),
         }
@@ -82,26 +88,10 @@ async fn serve(config: ServerConfig, log_format: LogFormat) -> anyhow::Result<()
         "tideway: gateway listening on http://{}",
         server.gateway_addr()
     );
+    println!("tideway: grpc listening on http://{}", server.grpc_addr()?);
     println!("tideway: api listening on http://{addr}");
     tracing::info!(%addr, "ServerStarted");
     let shutdown = CancellationToken::new();
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(tideway::server::stop_on_signal(shutdown.clone()));
     server.run(shutdown).await
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    shutdown.cancel();
 }

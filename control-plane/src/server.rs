@@ -22,6 +22,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::domain::event::NewEvent;
 use crate::domain::name::Name;
 use crate::domain::token::{mint_secret, secret_hash, Role};
+use crate::grpc::GatewaySyncService;
 use crate::intake::{Intake, UploadLimits};
 use crate::layout::Layout;
 use crate::reconcile::activation::activate;
@@ -71,6 +72,10 @@ pub struct ServerConfig {
     /// Address of the gateway that serves the apps (port 0 picks a free port).
     #[arg(long, env = "TIDEWAY_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     pub gateway_addr: SocketAddr,
+    /// Address of the gRPC service remote gateways (`tideway gateway`) connect to (port 0
+    /// picks a free port).
+    #[arg(long, env = "TIDEWAY_GRPC_ADDR", default_value = "127.0.0.1:7071")]
+    pub grpc_addr: SocketAddr,
     /// How long the gateway waits for an instance's response headers (then 504).
     #[arg(long, env = "TIDEWAY_UPSTREAM_TIMEOUT_SECS", default_value_t = 60)]
     pub upstream_timeout_secs: u64,
@@ -78,6 +83,7 @@ pub struct ServerConfig {
 
 pub struct Server {
     listener: TcpListener,
+    grpc_listener: TcpListener,
     state: Arc<AppState>,
     gateway: Gateway,
     routes: watch::Sender<Arc<RouteTable>>,
@@ -119,6 +125,9 @@ impl Server {
         let listener = TcpListener::bind(config.api_addr)
             .await
             .with_context(|| format!("binding the API to {}", config.api_addr))?;
+        let grpc_listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding the gRPC service to {}", config.grpc_addr))?;
 
         let layout = Layout::new(config.data_dir.clone());
         let runtime_shutdown = CancellationToken::new();
@@ -174,6 +183,7 @@ impl Server {
         });
         Ok(Server {
             listener,
+            grpc_listener,
             state,
             gateway,
             routes,
@@ -185,6 +195,10 @@ impl Server {
 
     pub fn api_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
+    }
+
+    pub fn grpc_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.grpc_listener.local_addr()?)
     }
 
     pub fn gateway_addr(&self) -> SocketAddr {
@@ -212,6 +226,18 @@ impl Server {
             st.release_wake.clone(),
             shutdown.clone(),
         ));
+        let grpc = GatewaySyncService {
+            store: st.store.clone(),
+            routes: self.routes.subscribe(),
+            metrics: st.gateway_metrics.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let grpc_listener = self.grpc_listener;
+        tasks.spawn(async move {
+            if let Err(error) = grpc.serve(grpc_listener).await {
+                tracing::error!(error = format!("{error:#}"), "GrpcServerFailed");
+            }
+        });
         let routes = RouteBuilder {
             store: st.store.clone(),
             runtime: st.runtime.clone(),
@@ -308,4 +334,22 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(contents.as_bytes())?;
     file.write_all(b"\n")
+}
+
+/// Cancels `shutdown` on SIGTERM or Ctrl-C.
+pub async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    shutdown.cancel();
 }

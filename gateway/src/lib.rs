@@ -35,7 +35,7 @@ mod server;
 pub mod table;
 
 pub use error::{ErrorCode, GatewayError};
-pub use metrics::{GatewayMetrics, InstanceSeries};
+pub use metrics::{GatewayMetrics, InstanceSeries, SecondSample};
 pub use pick::{pick_backend, pick_backend_excluding, pick_version, RequestFacts};
 pub use server::{Activation, Gateway, GatewayConfig};
 pub use table::{BackendState, CompiledApp, CompiledTable};

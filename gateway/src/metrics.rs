@@ -380,6 +380,29 @@ impl Drop for Held {
     }
 }
 
+/// One closed second of one series, as it moves between processes: a gateway running apart
+/// from the control plane exports each second ([`GatewayMetrics::export_second`]) and the
+/// control plane ingests it ([`GatewayMetrics::ingest`]) into the same series as its own
+/// gateway's, so windows, the API and rollups count every gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondSample {
+    pub namespace: String,
+    pub app: String,
+    pub version: u32,
+    /// Empty for the gateway's own answers.
+    pub instance: String,
+    /// Unix seconds of the second's start.
+    pub second: i64,
+    pub requests: u64,
+    /// 2xx, 3xx, 4xx, 5xx.
+    pub responses: [u64; 4],
+    /// Time requests were in flight during the second, in nanoseconds (concurrency × 1 s).
+    pub busy_ns: u64,
+    /// Sparse latency histogram: `(bucket index, count)`; indices follow
+    /// [`latency_bounds_secs`], and index [`LATENCY_BOUNDS`] is the overflow bucket.
+    pub latency: Vec<(u8, u64)>,
+}
+
 /// Request metrics of one instance of an app.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceSeries {
@@ -603,6 +626,92 @@ impl GatewayMetrics {
                 points: Self::points(from_sec, step, accs),
             })
             .collect()
+    }
+
+    /// Every series' sample of the closed second `second` (Unix seconds), sorted by series;
+    /// series without activity in that second are left out.
+    pub fn export_second(&self, second: i64) -> Vec<SecondSample> {
+        let mut all: Vec<Arc<SeriesStats>> = lock(&self.series).values().cloned().collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all.iter()
+            .filter_map(|stats| {
+                let closed = lock(&stats.closed);
+                let s = closed.samples.iter().rev().find(|s| s.sec <= second)?;
+                (s.sec == second).then(|| SecondSample {
+                    namespace: stats.key.namespace.to_string(),
+                    app: stats.key.app.to_string(),
+                    version: stats.key.version,
+                    instance: stats.key.instance.to_string(),
+                    second,
+                    requests: u64::from(s.requests),
+                    responses: s.responses.map(u64::from),
+                    busy_ns: s.busy_ns,
+                    latency: s.hist.iter().map(|&(i, c)| (i, u64::from(c))).collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Adds samples from another gateway to the series with the same labels (created when
+    /// missing), summing with what is already recorded for that second. Samples older than
+    /// the retention (relative to the newest second of their series) and histogram buckets
+    /// out of range are ignored. Ingested seconds show in windows (API, autoscaler,
+    /// rollups) but not in [`Self::render_prometheus`], which describes this process's own
+    /// traffic; each gateway serves its own Prometheus text.
+    pub fn ingest(&self, samples: &[SecondSample]) {
+        for s in samples {
+            let stats = self.series(&s.namespace, &s.app, s.version, &s.instance);
+            let hist: Box<[(u8, u32)]> = {
+                let mut dense = [0u32; NB];
+                for &(i, c) in &s.latency {
+                    if let Some(slot) = dense.get_mut(usize::from(i)) {
+                        *slot = slot.saturating_add(clamp_u32(c));
+                    }
+                }
+                dense
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &c)| c > 0)
+                    .map(|(i, &c)| (i as u8, c))
+                    .collect()
+            };
+            let mut closed = lock(&stats.closed);
+            if closed
+                .samples
+                .back()
+                .is_some_and(|newest| s.second <= newest.sec - RETENTION_SECS)
+            {
+                continue;
+            }
+            match closed.samples.binary_search_by_key(&s.second, |x| x.sec) {
+                Ok(i) => merge(
+                    &mut closed.samples[i],
+                    s.requests,
+                    s.responses,
+                    s.busy_ns,
+                    &hist,
+                ),
+                Err(i) => closed.samples.insert(
+                    i,
+                    Sample {
+                        sec: s.second,
+                        requests: clamp_u32(s.requests),
+                        responses: s.responses.map(clamp_u32),
+                        busy_ns: s.busy_ns,
+                        hist,
+                    },
+                ),
+            }
+            let newest = closed.samples.back().map_or(s.second, |b| b.sec);
+            while closed
+                .samples
+                .front()
+                .is_some_and(|f| f.sec <= newest - RETENTION_SECS)
+            {
+                closed.samples.pop_front();
+            }
+            closed.last_active = Some(closed.last_active.map_or(s.second, |l| l.max(s.second)));
+        }
     }
 
     /// Requests in flight right now per version of an app (held requests included).
@@ -860,6 +969,98 @@ mod tests {
             .collect();
         assert_eq!(left, ["kept"]);
         drop(kept);
+    }
+
+    #[test]
+    fn export_and_ingest_sum_into_the_same_series() {
+        // A remote gateway serves two requests in T0 and one in T0+1.
+        let remote = GatewayMetrics::new();
+        let r = remote.series("ns", "app", 2, "i-1");
+        let base = 10 * S;
+        remote.rotate_at(T0 - 1, base);
+        r.begin(base);
+        r.finish(base, base + 100 * MS, 200);
+        r.begin(base + 200 * MS);
+        r.finish(base + 200 * MS, base + 500 * MS, 503);
+        remote.rotate_at(T0, base + S);
+        r.begin(base + S);
+        r.finish(base + S, base + S + 10 * MS, 404);
+        remote.rotate_at(T0 + 1, base + 2 * S);
+        remote.rotate_at(T0 + 2, base + 3 * S);
+
+        let first = remote.export_second(T0);
+        assert_eq!(first.len(), 1);
+        let sample = &first[0];
+        assert_eq!(
+            (
+                sample.namespace.as_str(),
+                sample.app.as_str(),
+                sample.version
+            ),
+            ("ns", "app", 2)
+        );
+        assert_eq!((sample.second, sample.requests), (T0, 2));
+        assert_eq!(sample.responses, [1, 0, 0, 1]);
+        assert_eq!(sample.busy_ns, 400 * MS);
+        assert_eq!(sample.latency.iter().map(|&(_, c)| c).sum::<u64>(), 2);
+        assert_eq!(remote.export_second(T0 + 1)[0].requests, 1);
+        // Quiet and unknown seconds export nothing.
+        assert!(remote.export_second(T0 + 2).is_empty());
+        assert!(remote.export_second(T0 - 100).is_empty());
+
+        // The control plane's own gateway served one request in T0 on the same instance.
+        let local = GatewayMetrics::new();
+        let l = local.series("ns", "app", 2, "i-1");
+        local.rotate_at(T0 - 1, base);
+        l.begin(base);
+        l.finish(base, base + 100 * MS, 200);
+        local.rotate_at(T0, base + S);
+        // Seconds may arrive late and out of order; both merge or insert in place.
+        local.ingest(&remote.export_second(T0 + 1));
+        local.ingest(&first);
+        local.rotate_at(T0 + 1, base + 2 * S);
+
+        let w = local.window("ns", "app", at(T0), at(T0 + 2), 1);
+        let p = &w[0].points;
+        assert_eq!(
+            (p[0].requests, p[0].responses_2xx, p[0].responses_5xx),
+            (3, 2, 1)
+        );
+        assert!(
+            (p[0].concurrency - 0.5).abs() < 1e-6,
+            "{}",
+            p[0].concurrency
+        );
+        assert_eq!((p[1].requests, p[1].responses_4xx), (1, 1));
+        assert!(p[0].p50_ms.is_some());
+
+        // A series only another gateway knows is created; bad buckets are ignored.
+        let mut other = first[0].clone();
+        other.instance = "i-9".into();
+        other.latency.push((200, 5));
+        local.ingest(&[other]);
+        let iw = local.instance_window("ns", "app", at(T0), at(T0 + 1), 1);
+        let names: Vec<&str> = iw.iter().map(|s| s.instance.as_str()).collect();
+        assert_eq!(names, ["i-1", "i-9"]);
+        assert_eq!(iw[1].points[0].requests, 2);
+
+        // Ingested seconds are not this process's Prometheus counters.
+        assert!(local
+            .render_prometheus()
+            .contains("tideway_gateway_requests_total{namespace=\"ns\",app=\"app\",version=\"2\",instance=\"i-1\"} 1\n"));
+
+        // Samples beyond the retention of their series are dropped.
+        let mut old = first[0].clone();
+        old.second = T0 - RETENTION_SECS - 10;
+        local.ingest(&[old]);
+        let w = local.window(
+            "ns",
+            "app",
+            at(T0 - RETENTION_SECS - 10),
+            at(T0 - RETENTION_SECS),
+            1,
+        );
+        assert!(w.iter().all(|s| s.points.iter().all(|p| p.requests == 0)));
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct TestServer {
     pub url: String,
     /// Where the gateway serves the apps.
     pub gateway_url: String,
+    /// Where remote gateways (`tideway gateway --control-plane`) connect.
+    pub grpc_url: String,
     pub token: String,
     pub data_dir: tempfile::TempDir,
     /// The PostgreSQL database URL, when that is the backend.
@@ -121,6 +123,7 @@ impl TestServer {
             child: None,
             url: String::new(),
             gateway_url: String::new(),
+            grpc_url: String::new(),
             token: String::new(),
             data_dir,
             database_url,
@@ -147,6 +150,8 @@ impl TestServer {
             .arg("127.0.0.1:0")
             .arg("--gateway-addr")
             .arg("127.0.0.1:0")
+            .arg("--grpc-addr")
+            .arg("127.0.0.1:0")
             .args(&self.extra_args)
             .env("TIDEWAY_LOG", "warn")
             .stdin(Stdio::null())
@@ -172,6 +177,9 @@ impl TestServer {
                 self.stdout.push(line.clone());
                 if let Some(url) = line.strip_prefix("tideway: gateway listening on ") {
                     self.gateway_url = url.trim().to_owned();
+                }
+                if let Some(url) = line.strip_prefix("tideway: grpc listening on ") {
+                    self.grpc_url = url.trim().to_owned();
                 }
                 if let Some(url) = line.strip_prefix("tideway: api listening on ") {
                     return anyhow::Ok(Some(url.trim().to_owned()));
