@@ -322,6 +322,49 @@ impl Reply {
     }
 }
 
+/// Polls `check` every 10 ms until it holds; returns how long that took, or panics naming
+/// `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Deploys `examples/hello` as `app` in `default` with versions 1..=`versions`, releases v1
+/// and waits until the release succeeded (so `replicas` instances of v1 are ready).
+pub async fn deploy_hello(s: &TestServer, app: &str, versions: u32, replicas: u32) {
+    let apps = "/api/v1/namespaces/default/apps";
+    let r = s
+        .post(apps, serde_json::json!({"name": app, "replicas": replicas}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let artifact = pack_dir(&repo_root().join("examples/hello"));
+    for _ in 0..versions {
+        let r = s.upload(app, artifact.clone(), "application/gzip").await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let r = s
+        .post(
+            &format!("{apps}/{app}/releases"),
+            serde_json::json!({"target_version": 1}),
+        )
+        .await;
+    let id = r.body["id"].as_i64().expect("release id");
+    wait_until("release", Duration::from_secs(30), || async {
+        s.get(&format!("{apps}/{app}/releases/{id}")).await.body["state"] == "succeeded"
+    })
+    .await;
+}
+
 /// The repository root (for `examples/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

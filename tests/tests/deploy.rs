@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tideway_e2e::{pack_files, process_groups_under, repo_root, tideway_bin, Backend, TestServer};
+use tideway_e2e::{
+    pack_files, process_groups_under, repo_root, tideway_bin, wait_until, Backend, TestServer,
+};
 
 const APPS: &str = "/api/v1/namespaces/default/apps";
 
@@ -30,21 +32,6 @@ async fn instances(s: &TestServer, app: &str) -> Vec<Value> {
     let r = s.get(&format!("{APPS}/{app}/instances")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     r.body["items"].as_array().unwrap().clone()
-}
-
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
 }
 
 /// Running instances of a server: process groups working in a version directory.

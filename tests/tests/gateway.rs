@@ -11,49 +11,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tideway_e2e::{pack_dir, repo_root, Backend, TestServer};
+use tideway_e2e::{deploy_hello, pack_dir, repo_root, wait_until, Backend, TestServer};
 
 const APPS: &str = "/api/v1/namespaces/default/apps";
-
-/// Deploys `examples/hello` as `app` with versions 1..=`versions` (v1 released) and waits
-/// until `replicas` instances of v1 are ready.
-async fn hello(s: &TestServer, app: &str, versions: u32, replicas: u32) {
-    let r = s
-        .post(APPS, json!({"name": app, "replicas": replicas}))
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let artifact = pack_dir(&repo_root().join("examples/hello"));
-    for _ in 0..versions {
-        let r = s.upload(app, artifact.clone(), "application/gzip").await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    }
-    let r = s
-        .post(
-            &format!("{APPS}/{app}/releases"),
-            json!({"target_version": 1}),
-        )
-        .await;
-    let id = r.body["id"].as_i64().unwrap();
-    wait("release", Duration::from_secs(30), || async {
-        s.get(&format!("{APPS}/{app}/releases/{id}")).await.body["state"] == "succeeded"
-    })
-    .await;
-}
-
-async fn wait<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
 
 async fn ready_versions(s: &TestServer, app: &str) -> Vec<u64> {
     let r = s.get(&format!("{APPS}/{app}/instances")).await;
@@ -100,7 +60,7 @@ async fn version_of(resp: reqwest::Response) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_by_host_domain_and_prefix() {
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
-    hello(&s, "shop", 1, 1).await;
+    deploy_hello(&s, "shop", 1, 1).await;
     let client = reqwest::Client::new();
     let r = through(
         &client,
@@ -121,7 +81,7 @@ async fn routing_by_host_domain_and_prefix() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    wait("domain route", Duration::from_secs(2), || async {
+    wait_until("domain route", Duration::from_secs(2), || async {
         through(&client, &s, "shop.example.com", "/", &[])
             .await
             .status()
@@ -180,7 +140,7 @@ async fn routing_by_host_domain_and_prefix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_rule_and_sticky_splits() {
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
-    hello(&s, "split", 2, 1).await;
+    deploy_hello(&s, "split", 2, 1).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -213,7 +173,7 @@ async fn weighted_rule_and_sticky_splits() {
     });
     assert_eq!(put_traffic(&s, "split", policy).await, StatusCode::OK);
     // A version given weight is kept running.
-    wait("v2 instance", Duration::from_secs(30), || async {
+    wait_until("v2 instance", Duration::from_secs(30), || async {
         ready_versions(&s, "split").await == [1, 2]
     })
     .await;
@@ -317,11 +277,11 @@ async fn weighted_rule_and_sticky_splits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_changes_are_live_within_100ms() {
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
-    hello(&s, "flip", 2, 1).await;
+    deploy_hello(&s, "flip", 2, 1).await;
     let both = json!({"weights": [{"version": 1, "weight": 100}, {"version": 2, "weight": 0}],
                       "rules": [{"header": {"name": "x-warm", "exact": "1"}, "version": 2}]});
     assert_eq!(put_traffic(&s, "flip", both).await, StatusCode::OK);
-    wait("v2 instance", Duration::from_secs(30), || async {
+    wait_until("v2 instance", Duration::from_secs(30), || async {
         ready_versions(&s, "flip").await == [1, 2]
     })
     .await;
@@ -331,7 +291,7 @@ async fn route_changes_are_live_within_100ms() {
         let policy = json!({"weights": [{"version": 1, "weight": weights[0]}, {"version": 2, "weight": weights[1]}],
                             "rules": [{"header": {"name": "x-warm", "exact": "1"}, "version": 2}]});
         assert_eq!(put_traffic(&s, "flip", policy).await, StatusCode::OK);
-        let took = wait("the new split", Duration::from_secs(2), || async {
+        let took = wait_until("the new split", Duration::from_secs(2), || async {
             version_of(through(&client, &s, "flip.default.localhost", "/", &[]).await).await == to
         })
         .await;
@@ -347,8 +307,8 @@ async fn route_changes_are_live_within_100ms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_failed_requests_when_an_instance_dies_or_drains() {
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
-    hello(&s, "steady", 1, 2).await;
-    wait("2 ready", Duration::from_secs(30), || async {
+    deploy_hello(&s, "steady", 1, 2).await;
+    wait_until("2 ready", Duration::from_secs(30), || async {
         ready_versions(&s, "steady").await == [1, 1]
     })
     .await;
@@ -453,7 +413,7 @@ async fn websocket_and_h2c_pass_through() {
         .post(&format!("{APPS}/ws/releases"), json!({"target_version": 1}))
         .await;
     let id = r.body["id"].as_i64().unwrap();
-    wait("release", Duration::from_secs(30), || async {
+    wait_until("release", Duration::from_secs(30), || async {
         s.get(&format!("{APPS}/ws/releases/{id}")).await.body["state"] == "succeeded"
     })
     .await;
@@ -492,7 +452,7 @@ async fn websocket_and_h2c_pass_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_from_zero() {
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
-    hello(&s, "sleepy", 1, 1).await;
+    deploy_hello(&s, "sleepy", 1, 1).await;
     let r = s
         .call(
             Method::PUT,
@@ -509,7 +469,7 @@ async fn activation_from_zero() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    wait("scale to zero", Duration::from_secs(20), || async {
+    wait_until("scale to zero", Duration::from_secs(20), || async {
         ready_versions(&s, "sleepy").await.is_empty()
     })
     .await;

@@ -6,54 +6,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tideway_e2e::{pack_dir, repo_root, tideway_bin, Backend, TestServer};
+use tideway_e2e::{deploy_hello, tideway_bin, wait_until, Backend, TestServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const APPS: &str = "/api/v1/namespaces/default/apps";
-
-/// Deploys `examples/hello` as `app` with versions 1..=`versions` (v1 released).
-async fn hello(s: &TestServer, app: &str, versions: u32, replicas: u32) {
-    let r = s
-        .post(APPS, json!({"name": app, "replicas": replicas}))
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let artifact = pack_dir(&repo_root().join("examples/hello"));
-    for _ in 0..versions {
-        let r = s.upload(app, artifact.clone(), "application/gzip").await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    }
-    let r = s
-        .post(
-            &format!("{APPS}/{app}/releases"),
-            json!({"target_version": 1}),
-        )
-        .await;
-    let id = r.body["id"].as_i64().unwrap();
-    wait("release", Duration::from_secs(30), || async {
-        s.get(&format!("{APPS}/{app}/releases/{id}")).await.body["state"] == "succeeded"
-    })
-    .await;
-}
-
-async fn wait<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
 
 /// A `tideway gateway` child process.
 struct RemoteGateway {
@@ -158,7 +119,7 @@ async fn remote_gateway_follows_routes_reports_metrics_and_survives_the_control_
         "{:?}",
         s.stdout
     );
-    hello(&s, "far", 2, 1).await;
+    deploy_hello(&s, "far", 2, 1).await;
     let host = "far.default.localhost";
     let client = reqwest::Client::new();
 
@@ -166,7 +127,7 @@ async fn remote_gateway_follows_routes_reports_metrics_and_survives_the_control_
     let gw = RemoteGateway::start(&s, &s.token, "gw1").await;
     let gw2 = RemoteGateway::start(&s, &s.token, "gw2").await;
     for g in [&gw, &gw2] {
-        wait(
+        wait_until(
             "the app through a remote gateway",
             Duration::from_secs(10),
             || async { g.version(&client, host).await.as_deref() == Some("1") },
@@ -180,7 +141,7 @@ async fn remote_gateway_follows_routes_reports_metrics_and_survives_the_control_
         .call(Method::PUT, &format!("{APPS}/far/traffic"), Some(policy))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    wait(
+    wait_until(
         "v2 through the remote gateway",
         Duration::from_secs(30),
         || async { gw.version(&client, host).await.as_deref() == Some("2") },
@@ -192,7 +153,7 @@ async fn remote_gateway_follows_routes_reports_metrics_and_survives_the_control_
     for _ in 0..20 {
         assert_eq!(gw.version(&client, host).await.as_deref(), Some("2"));
     }
-    wait("remote metrics", Duration::from_secs(10), || async {
+    wait_until("remote metrics", Duration::from_secs(10), || async {
         requests_seen(&s, "far").await >= 20
     })
     .await;
@@ -232,7 +193,7 @@ async fn remote_gateway_follows_routes_reports_metrics_and_survives_the_control_
     // the old one and keep serving; a new gateway syncs from the restarted control plane).
     s.launch().await.unwrap();
     let gw3 = RemoteGateway::start(&s, &s.token, "gw3").await;
-    wait(
+    wait_until(
         "the app after a restart",
         Duration::from_secs(30),
         || async { gw3.version(&client, host).await.as_deref() == Some("2") },
