@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod name;
+mod release;
+mod scaling;
+
+pub use release::*;
+pub use scaling::*;
 
 /// Labels attached to namespaces and apps.
 pub type Labels = BTreeMap<String, String>;
@@ -240,30 +245,8 @@ pub struct VersionCreate {
 }
 
 /// How a release moves traffic to the target version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Strategy {
-    /// Everything at once.
-    Immediate,
-}
 
 /// Persisted state of a release's state machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ReleaseState {
-    Pending,
-    Progressing,
-    Succeeded,
-    Failed,
-    Aborted,
-}
-
-impl ReleaseState {
-    /// Whether the release can still change state.
-    pub fn is_active(self) -> bool {
-        matches!(self, ReleaseState::Pending | ReleaseState::Progressing)
-    }
-}
 
 /// A move from the current version(s) to a target version.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -277,6 +260,9 @@ pub struct Release {
     pub state: ReleaseState,
     /// Why the release is in its state.
     pub reason: String,
+    /// Where the release is in its plan (absent for releases that have not started).
+    #[serde(default)]
+    pub progress: ReleaseProgress,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub generation: i64,
@@ -419,6 +405,18 @@ pub struct AutoscalingPolicy {
     pub scale_down_delay_secs: u32,
     #[serde(default)]
     pub scale_to_zero: bool,
+    /// Extra idle time after a full stable window without traffic before scaling to zero.
+    #[serde(default = "default_scale_to_zero_grace")]
+    pub scale_to_zero_grace_secs: u32,
+    /// Instances started when a request arrives at zero.
+    #[serde(default = "default_activation_scale")]
+    pub activation_scale: u32,
+    /// Resource metrics: relative change below this percent is ignored (HPA's tolerance).
+    #[serde(default = "default_tolerance_percent")]
+    pub tolerance_percent: f64,
+    /// Resource metrics: scale down only to the highest recommendation of this window.
+    #[serde(default = "default_resource_stabilization")]
+    pub resource_stabilization_secs: u32,
     #[serde(default)]
     pub schedules: Vec<ScheduleRule>,
 }
@@ -437,6 +435,18 @@ fn default_max_scale_up_rate() -> f64 {
 }
 fn default_max_scale_down_rate() -> f64 {
     2.0
+}
+fn default_scale_to_zero_grace() -> u32 {
+    30
+}
+fn default_activation_scale() -> u32 {
+    1
+}
+fn default_tolerance_percent() -> f64 {
+    10.0
+}
+fn default_resource_stabilization() -> u32 {
+    300
 }
 
 /// A stored policy with its concurrency token.
@@ -551,7 +561,25 @@ pub struct MatchRule {
     pub cookie: Option<ValueMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<ValueMatch>,
+    /// Matches when a hash of a header or cookie falls in a percent range (e.g. user ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<HashRange>,
     pub version: u32,
+}
+
+/// A stable bucket of clients: the FNV-1a hash of the named header or cookie, taken modulo
+/// 100, is in `from..to`. Requests without it never match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HashRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// 0–99, inclusive.
+    pub from: u32,
+    /// 1–100, exclusive.
+    pub to: u32,
 }
 
 /// A header test: exactly one of `exact`, `prefix`, `regex`.

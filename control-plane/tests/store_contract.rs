@@ -349,6 +349,7 @@ fn transition(to: ReleaseState, set_current_version: Option<u32>) -> Transition 
         to,
         reason: format!("contract test moves the release to {to:?}"),
         set_current_version,
+        progress: Default::default(),
     }
 }
 

@@ -120,9 +120,21 @@ impl Matcher {
                 .any(|v| v.to_str().is_ok_and(|s| re.is_match(s))),
             Matcher::Cookie { name, value } => facts.cookie(name) == Some(&**value),
             Matcher::Query { name, value } => facts.query_has(name, value),
+            Matcher::HeaderHash(name, from, to) => facts
+                .headers
+                .get(name)
+                .is_some_and(|v| in_hash_range(v.as_bytes(), *from, *to)),
+            Matcher::CookieHash(name, from, to) => facts
+                .cookie(name)
+                .is_some_and(|v| in_hash_range(v, *from, *to)),
             Matcher::Never => false,
         }
     }
+}
+
+fn in_hash_range(value: &[u8], from: u32, to: u32) -> bool {
+    let point = (fnv1a(value) % 100) as u32;
+    (from..to).contains(&point)
 }
 
 /// 64-bit FNV-1a: a stable hash for sticky assignment (the same value maps to the same
@@ -262,6 +274,7 @@ mod tests {
             }),
             cookie: None,
             query: None,
+            hash: None,
             version,
         }
     }
@@ -326,11 +339,13 @@ mod tests {
                 value: "yes".into(),
             }),
             query: None,
+            hash: None,
             version: 3,
         };
         let query_rule = MatchRule {
             header: None,
             cookie: None,
+            hash: None,
             query: Some(ValueMatch {
                 name: "v".into(),
                 value: "two words".into(),

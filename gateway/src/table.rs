@@ -153,6 +153,10 @@ pub(crate) enum Matcher {
         name: Box<[u8]>,
         value: Box<[u8]>,
     },
+    /// FNV-1a of a header's value modulo 100 in `from..to`.
+    HeaderHash(HeaderName, u32, u32),
+    /// FNV-1a of a cookie's value modulo 100 in `from..to`.
+    CookieHash(Box<[u8]>, u32, u32),
     /// An invalid rule (bad header name or regex): never matches.
     Never,
 }
@@ -416,6 +420,18 @@ fn compile_matcher(
             };
             regexes.insert(pattern.clone().into_boxed_str(), re.clone());
             return Matcher::HeaderRegex(name, re);
+        }
+        return Matcher::Never;
+    }
+    if let Some(h) = &rule.hash {
+        if let Some(name) = &h.header {
+            return match header_name(name) {
+                Some(name) => Matcher::HeaderHash(name, h.from, h.to),
+                None => Matcher::Never,
+            };
+        }
+        if let Some(name) = &h.cookie {
+            return Matcher::CookieHash(name.as_bytes().into(), h.from, h.to);
         }
         return Matcher::Never;
     }

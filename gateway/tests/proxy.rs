@@ -464,6 +464,7 @@ async fn rules_route_all_matching_traffic() {
             }),
             cookie: None,
             query: None,
+            hash: None,
             version: 2,
         },
         MatchRule {
@@ -473,11 +474,13 @@ async fn rules_route_all_matching_traffic() {
                 value: "1".into(),
             }),
             query: None,
+            hash: None,
             version: 2,
         },
         MatchRule {
             header: None,
             cookie: None,
+            hash: None,
             query: Some(ValueMatch {
                 name: "preview".into(),
                 value: "yes".into(),
@@ -493,6 +496,7 @@ async fn rules_route_all_matching_traffic() {
             }),
             cookie: None,
             query: None,
+            hash: None,
             version: 2,
         },
     ];

@@ -3,7 +3,7 @@
 //! reconciler that calls it can be stopped and restarted at any point without losing or
 //! repeating a step.
 
-use tideway_api_types::{ReleaseState, Strategy};
+use tideway_api_types::{ReleaseProgress, ReleaseState, Strategy};
 
 /// What the reconciler observed about the target version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +24,14 @@ pub enum TargetStatus {
 }
 
 /// A decided change to a release.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
     pub to: ReleaseState,
     pub reason: String,
     /// Make this the app's serving version.
     pub set_current_version: Option<u32>,
+    /// The release's progress after the transition.
+    pub progress: ReleaseProgress,
 }
 
 /// The next transition of an active release, or `None` when it must wait.
@@ -48,6 +50,7 @@ pub fn step(
                 to: ReleaseState::Failed,
                 reason: format!("v{target_version} failed: {why}"),
                 set_current_version: None,
+                progress: ReleaseProgress::default(),
             })
         }
         TargetStatus::Building => return None,
@@ -58,6 +61,7 @@ pub fn step(
             to: ReleaseState::Progressing,
             reason: format!("switching all traffic and instances to v{target_version}"),
             set_current_version: Some(target_version),
+            progress: ReleaseProgress::default(),
         }),
         (Strategy::Immediate, ReleaseState::Progressing)
             if observed.ready_instances >= observed.desired_instances =>
@@ -69,6 +73,7 @@ pub fn step(
                     observed.ready_instances, observed.desired_instances
                 ),
                 set_current_version: None,
+                progress: ReleaseProgress::default(),
             })
         }
         _ => None,
@@ -79,6 +84,8 @@ pub fn state_str(state: ReleaseState) -> &'static str {
     match state {
         ReleaseState::Pending => "pending",
         ReleaseState::Progressing => "progressing",
+        ReleaseState::Paused => "paused",
+        ReleaseState::Superseded => "superseded",
         ReleaseState::Succeeded => "succeeded",
         ReleaseState::Failed => "failed",
         ReleaseState::Aborted => "aborted",
@@ -89,6 +96,8 @@ pub fn parse_state(s: &str) -> Option<ReleaseState> {
     Some(match s {
         "pending" => ReleaseState::Pending,
         "progressing" => ReleaseState::Progressing,
+        "paused" => ReleaseState::Paused,
+        "superseded" => ReleaseState::Superseded,
         "succeeded" => ReleaseState::Succeeded,
         "failed" => ReleaseState::Failed,
         "aborted" => ReleaseState::Aborted,

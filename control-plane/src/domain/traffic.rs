@@ -56,12 +56,25 @@ pub fn validate_traffic(policy: &TrafficPolicy, existing: &BTreeSet<u32>) -> Res
             rule.header.is_some(),
             rule.cookie.is_some(),
             rule.query.is_some(),
+            rule.hash.is_some(),
         ];
         ensure(
             matchers.iter().filter(|m| **m).count() == 1,
             &field,
-            "give exactly one of header, cookie, query",
+            "give exactly one of header, cookie, query, hash",
         )?;
+        if let Some(h) = &rule.hash {
+            ensure(
+                h.header.is_some() != h.cookie.is_some(),
+                &format!("{field}.hash"),
+                "give exactly one of header, cookie",
+            )?;
+            ensure(
+                h.from < h.to && h.to <= 100,
+                &format!("{field}.hash.from"),
+                "needs 0 <= from < to <= 100",
+            )?;
+        }
         ensure(
             existing.contains(&rule.version),
             &format!("{field}.version"),

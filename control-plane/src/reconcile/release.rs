@@ -79,6 +79,8 @@ impl ReleaseReconciler {
                 tideway_api_types::ReleaseState::Failed => "ReleaseFailed",
                 tideway_api_types::ReleaseState::Aborted => "ReleaseAborted",
                 tideway_api_types::ReleaseState::Pending => "ReleasePending",
+                tideway_api_types::ReleaseState::Paused => "ReleasePaused",
+                tideway_api_types::ReleaseState::Superseded => "ReleaseSuperseded",
             };
             let event = NewEvent::new(kind, ACTOR, transition.reason.clone())
                 .app(&release.namespace, &release.app)

@@ -201,7 +201,7 @@ fn version_from_row_at(
     })
 }
 
-const RELEASE_SELECT: &str = "SELECT r.id, r.app_id, r.from_versions, r.target_version, r.strategy, r.state, r.reason, r.created_at, r.updated_at, r.generation, a.namespace, a.name AS app_name FROM releases r JOIN apps a ON a.id = r.app_id";
+const RELEASE_SELECT: &str = "SELECT r.id, r.app_id, r.from_versions, r.target_version, r.strategy, r.state, r.reason, r.progress, r.created_at, r.updated_at, r.generation, a.namespace, a.name AS app_name FROM releases r JOIN apps a ON a.id = r.app_id";
 
 fn release_from_row(row: &AnyRow) -> StoreResult<ReleaseRecord> {
     let state: String = get(row, "state")?;
@@ -217,6 +217,7 @@ fn release_from_row(row: &AnyRow) -> StoreResult<ReleaseRecord> {
             state: parse_state(&state)
                 .ok_or_else(|| StoreError::Corrupt(format!("release state {state}")))?,
             reason: get(row, "reason")?,
+            progress: from_json(&get::<String>(row, "progress")?, "progress")?,
             created_at: from_ms(get(row, "created_at")?)?,
             updated_at: from_ms(get(row, "updated_at")?)?,
             generation: get(row, "generation")?,
@@ -1159,11 +1160,12 @@ impl Store for SqlStore {
         check_generation(Some(expected), current.release.generation)?;
         let now = self.now();
         let updated = sqlx::query(
-            "UPDATE releases SET state = $1, reason = $2, updated_at = $3, generation = generation + 1 \
-             WHERE id = $4 AND generation = $5",
+            "UPDATE releases SET state = $1, reason = $2, progress = $3, updated_at = $4, \
+             generation = generation + 1 WHERE id = $5 AND generation = $6",
         )
         .bind(state_str(transition.to))
         .bind(&transition.reason)
+        .bind(to_json(&transition.progress)?)
         .bind(now)
         .bind(id)
         .bind(expected)
