@@ -436,6 +436,7 @@ mod tests {
             strategy: Strategy::Immediate,
             state,
             reason: String::new(),
+            progress: Default::default(),
             created_at: at(),
             updated_at: at(),
             generation: 1,
