@@ -94,7 +94,7 @@ fn release(state: ReleaseState, reason: &str) -> Value {
         from_versions: vec![2],
         target_version: 3,
         strategy: Strategy::Immediate,
-        reason: reason.into(),
+        state,
         progress: Default::default(),
         reason: reason.into(),
         created_at: now(),
