@@ -244,10 +244,6 @@ pub struct VersionCreate {
     pub build_command: Option<String>,
 }
 
-/// How a release moves traffic to the target version.
-
-/// Persisted state of a release's state machine.
-
 /// A move from the current version(s) to a target version.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Release {
@@ -275,6 +271,10 @@ pub struct ReleaseCreate {
     /// Defaults to `{"type": "immediate"}`.
     #[serde(default)]
     pub strategy: Option<Strategy>,
+    /// Take over from the app's active release (marked `superseded`) instead of failing
+    /// with 409 `release_in_progress`.
+    #[serde(default)]
+    pub supersede: bool,
 }
 
 /// Observed lifecycle of an instance.

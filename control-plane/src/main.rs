@@ -89,6 +89,7 @@ async fn serve(config: ServerConfig, log_format: LogFormat) -> anyhow::Result<()
         server.gateway_addr()
     );
     println!("tideway: grpc listening on http://{}", server.grpc_addr()?);
+    println!("tideway: otlp listening on http://{}", server.otlp_addr());
     println!("tideway: api listening on http://{addr}");
     tracing::info!(%addr, "ServerStarted");
     let shutdown = CancellationToken::new();

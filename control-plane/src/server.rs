@@ -25,7 +25,7 @@ use crate::domain::token::{mint_secret, secret_hash, Role};
 use crate::grpc::GatewaySyncService;
 use crate::intake::{Intake, UploadLimits};
 use crate::layout::Layout;
-use crate::reconcile::activation::activate;
+use crate::reconcile::autoscale::{Autoscaler, ScaleBoard, ScalingStatus};
 use crate::reconcile::build::BuildReconciler;
 use crate::reconcile::metrics::MetricsRollup;
 use crate::reconcile::release::ReleaseReconciler;
@@ -36,6 +36,7 @@ use crate::runtime::RuntimeDriver;
 use crate::store::sql::SqlStore;
 use crate::store::{Store, StoreError};
 use crate::telemetry::HttpMetrics;
+use tideway_custom_metrics::{CustomMetrics, OtlpReceiver};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -76,6 +77,10 @@ pub struct ServerConfig {
     /// picks a free port).
     #[arg(long, env = "TIDEWAY_GRPC_ADDR", default_value = "127.0.0.1:7071")]
     pub grpc_addr: SocketAddr,
+    /// Address of the OTLP/gRPC metrics receiver apps send custom metrics to (port 0 picks
+    /// a free port). Instances get it as `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[arg(long, env = "TIDEWAY_OTLP_ADDR", default_value = "127.0.0.1:4317")]
+    pub otlp_addr: SocketAddr,
     /// How long the gateway waits for an instance's response headers (then 504).
     #[arg(long, env = "TIDEWAY_UPSTREAM_TIMEOUT_SECS", default_value_t = 60)]
     pub upstream_timeout_secs: u64,
@@ -88,6 +93,10 @@ pub struct Server {
     gateway: Gateway,
     routes: watch::Sender<Arc<RouteTable>>,
     activations: mpsc::Receiver<Activation>,
+    otlp: OtlpReceiver,
+    custom_metrics: Arc<CustomMetrics>,
+    /// The autoscaler's counts for non-serving versions, read by the runtime reconciler.
+    board: Arc<ScaleBoard>,
     build_timeout: Duration,
     /// Stops the runtime driver's own loops (never its instances).
     runtime_shutdown: CancellationToken,
@@ -129,6 +138,10 @@ impl Server {
             .await
             .with_context(|| format!("binding the gRPC service to {}", config.grpc_addr))?;
 
+        let custom_metrics = Arc::new(CustomMetrics::new());
+        let otlp = OtlpReceiver::bind(config.otlp_addr, custom_metrics.clone())
+            .await
+            .with_context(|| format!("binding the OTLP receiver to {}", config.otlp_addr))?;
         let layout = Layout::new(config.data_dir.clone());
         let runtime_shutdown = CancellationToken::new();
         let runtime: Arc<dyn RuntimeDriver> = LocalDriver::start(
@@ -138,6 +151,11 @@ impl Server {
                 stop_grace: Duration::from_secs(config.stop_grace_secs),
                 log_max_bytes: 10 * MIB,
                 log_files: 3,
+                platform_env: [(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+                    format!("http://{}", otlp.local_addr()),
+                )]
+                .into(),
             },
             runtime_shutdown.clone(),
         )
@@ -167,6 +185,7 @@ impl Server {
         )
         .await
         .with_context(|| format!("binding the gateway to {}", config.gateway_addr))?;
+        let board = Arc::new(ScaleBoard::default());
         let state = Arc::new(AppState {
             store,
             runtime,
@@ -180,7 +199,9 @@ impl Server {
             build_wake: Arc::new(Notify::new()),
             routes_wake: Arc::new(Notify::new()),
             gateway_metrics: gateway.metrics(),
+            scaling: Arc::new(ScalingStatus::default()),
         });
+
         Ok(Server {
             listener,
             grpc_listener,
@@ -188,6 +209,9 @@ impl Server {
             gateway,
             routes,
             activations,
+            otlp,
+            custom_metrics,
+            board,
             build_timeout: Duration::from_secs(config.build_timeout_secs),
             runtime_shutdown,
         })
@@ -205,6 +229,10 @@ impl Server {
         self.gateway.local_addr()
     }
 
+    pub fn otlp_addr(&self) -> SocketAddr {
+        self.otlp.local_addr()
+    }
+
     /// Serves until `shutdown` fires, then drains requests and stops background tasks.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let st = &self.state;
@@ -215,6 +243,7 @@ impl Server {
             store: st.store.clone(),
             runtime: st.runtime.clone(),
             layout: st.layout.clone(),
+            board: self.board.clone(),
             wake: st.runtime_wake.clone(),
         };
         tasks.spawn(runtime.run(shutdown.clone()));
@@ -238,19 +267,34 @@ impl Server {
                 tracing::error!(error = format!("{error:#}"), "GrpcServerFailed");
             }
         });
+        let route_updates = self.routes.subscribe();
         let routes = RouteBuilder {
             store: st.store.clone(),
             runtime: st.runtime.clone(),
             wake: st.routes_wake.clone(),
+            release_wake: st.release_wake.clone(),
             routes: self.routes,
         };
         tasks.spawn(routes.run(st.runtime.subscribe(), shutdown.clone()));
-        tasks.spawn(activate(
+        let autoscaler = Autoscaler::new(
             st.store.clone(),
-            self.activations,
+            st.runtime.clone(),
+            st.gateway_metrics.clone(),
+            self.custom_metrics.clone(),
+            self.board.clone(),
+            st.scaling.clone(),
+            st.clock.clone(),
             st.runtime_wake.clone(),
-            shutdown.clone(),
-        ));
+            st.release_wake.clone(),
+        );
+        tasks.spawn(autoscaler.run(self.activations, shutdown.clone()));
+        let otlp = self.otlp;
+        let otlp_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = otlp.run(otlp_shutdown).await {
+                tracing::error!(%error, "OtlpReceiverFailed");
+            }
+        });
         let rollup = MetricsRollup {
             store: st.store.clone(),
             metrics: st.gateway_metrics.clone(),
@@ -258,13 +302,16 @@ impl Server {
         };
         tasks.spawn(rollup.run(shutdown.clone()));
         tasks.spawn(self.gateway.run(shutdown.clone()));
-        let releases = ReleaseReconciler::new(
-            st.store.clone(),
-            st.runtime.clone(),
-            st.release_wake.clone(),
-            st.runtime_wake.clone(),
-            st.routes_wake.clone(),
-        );
+        let releases = ReleaseReconciler {
+            store: st.store.clone(),
+            runtime: st.runtime.clone(),
+            routes: route_updates,
+            metrics: st.gateway_metrics.clone(),
+            clock: st.clock.clone(),
+            wake: st.release_wake.clone(),
+            runtime_wake: st.runtime_wake.clone(),
+            routes_wake: st.routes_wake.clone(),
+        };
         tasks.spawn(releases.run(shutdown.clone()));
         let builds = BuildReconciler::new(
             st.store.clone(),

@@ -350,6 +350,8 @@ fn transition(to: ReleaseState, set_current_version: Option<u32>) -> Transition 
         reason: format!("contract test moves the release to {to:?}"),
         set_current_version,
         progress: Default::default(),
+        kind: "ReleaseStepped",
+        details: serde_json::Value::Null,
     }
 }
 

@@ -54,6 +54,8 @@ pub struct TestServer {
     pub gateway_url: String,
     /// Where remote gateways (`tideway gateway --control-plane`) connect.
     pub grpc_url: String,
+    /// Where apps send OTLP metrics.
+    pub otlp_url: String,
     pub token: String,
     pub data_dir: tempfile::TempDir,
     /// The PostgreSQL database URL, when that is the backend.
@@ -124,6 +126,7 @@ impl TestServer {
             url: String::new(),
             gateway_url: String::new(),
             grpc_url: String::new(),
+            otlp_url: String::new(),
             token: String::new(),
             data_dir,
             database_url,
@@ -151,6 +154,8 @@ impl TestServer {
             .arg("--gateway-addr")
             .arg("127.0.0.1:0")
             .arg("--grpc-addr")
+            .arg("127.0.0.1:0")
+            .arg("--otlp-addr")
             .arg("127.0.0.1:0")
             .args(&self.extra_args)
             .env("TIDEWAY_LOG", "warn")
@@ -180,6 +185,9 @@ impl TestServer {
                 }
                 if let Some(url) = line.strip_prefix("tideway: grpc listening on ") {
                     self.grpc_url = url.trim().to_owned();
+                }
+                if let Some(url) = line.strip_prefix("tideway: otlp listening on ") {
+                    self.otlp_url = url.trim().to_owned();
                 }
                 if let Some(url) = line.strip_prefix("tideway: api listening on ") {
                     return anyhow::Ok(Some(url.trim().to_owned()));
@@ -383,6 +391,23 @@ pub fn pack_dir(dir: &Path) -> Vec<u8> {
         .expect("tar runs");
     assert!(out.status.success(), "tar failed");
     out.stdout
+}
+
+/// `examples/hello` packed with extra `[env]` variables (e.g. `HELLO_ERROR_RATE`), so a
+/// version can misbehave from its first request.
+pub fn pack_hello_with_env(env: &[(&str, &str)]) -> Vec<u8> {
+    let src = repo_root().join("examples/hello");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = std::fs::read_to_string(src.join("app.py")).expect("app.py");
+    std::fs::write(dir.path().join("app.py"), app).expect("write app.py");
+    let mut toml = std::fs::read_to_string(src.join("tideway.toml")).expect("tideway.toml");
+    let extra: String = env
+        .iter()
+        .map(|(k, v)| format!("{k} = \"{v}\"\n"))
+        .collect();
+    toml = toml.replace("[env]\n", &format!("[env]\n{extra}"));
+    std::fs::write(dir.path().join("tideway.toml"), toml).expect("write tideway.toml");
+    pack_dir(dir.path())
 }
 
 /// A tar.gz of the given files (path, contents), for small test apps.

@@ -12,9 +12,9 @@ use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde_json::json;
 use tideway_api_types::{
-    App, AppCreate, AppMetrics, AppPatch, AutoscalingPolicy, AutoscalingPolicyState, Instance,
-    LogLine, Page, Release, ReleaseCreate, Scale, Strategy, TrafficPolicy, TrafficPolicyState,
-    Version, VersionState,
+    App, AppCreate, AppMetrics, AppPatch, AutoscalingPolicy, AutoscalingPolicyState,
+    AutoscalingStatus, Instance, LogLine, Page, Scale, TrafficPolicy, TrafficPolicyState, Version,
+    VersionState,
 };
 
 use super::error::ApiError;
@@ -31,8 +31,9 @@ use crate::domain::spec::{
 use crate::domain::token::{Action, Principal};
 use crate::domain::traffic::validate_traffic;
 use crate::domain::Invalid;
+use crate::reconcile::autoscale;
 use crate::runtime::LogQuery;
-use crate::store::{Page as StorePage, StoreError};
+use crate::store::{EventFilter, Page as StorePage};
 
 fn wire<T>(page: StorePage<T>) -> Json<Page<T>> {
     Json(Page {
@@ -381,74 +382,6 @@ pub async fn get_version(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/releases", tag = "releases",
-    params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App"), ListParams),
-    responses((status = 200, description = "Releases, newest first", body = Page<Release>), CommonErrors),
-    security(("bearer" = [])))]
-pub async fn list_releases(
-    State(s): State<Arc<AppState>>,
-    Extension(p): Extension<Principal>,
-    path: AppPath,
-    ApiQuery(params): ApiQuery<ListParams>,
-) -> Result<Json<Page<Release>>, ApiError> {
-    p.authorize(Action::Read, Some(path.ns.as_str()))?;
-    Ok(wire(
-        s.store
-            .list_releases(&path.ns, &path.app, &params.page()?)
-            .await?,
-    ))
-}
-
-#[utoipa::path(post, path = "/api/v1/namespaces/{ns}/apps/{app}/releases", tag = "releases",
-    request_body = ReleaseCreate,
-    params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App")),
-    responses((status = 201, description = "Started; follow it with GET .../releases/{id}", body = Release), CommonErrors),
-    security(("bearer" = [])))]
-pub async fn create_release(
-    State(s): State<Arc<AppState>>,
-    Extension(p): Extension<Principal>,
-    path: AppPath,
-    ApiJson(body): ApiJson<ReleaseCreate>,
-) -> Result<impl IntoResponse, ApiError> {
-    p.authorize(Action::Deploy, Some(path.ns.as_str()))?;
-    let strategy = body.strategy.unwrap_or(Strategy::Immediate);
-    let event = NewEvent::new("ReleaseCreated", &p.name, "started through the API")
-        .app(path.ns.as_str(), path.app.as_str())
-        .details(json!({"target_version": body.target_version, "strategy": strategy}));
-    let release = s
-        .store
-        .create_release(&path.ns, &path.app, body.target_version, &strategy, event)
-        .await
-        .map_err(|e| match e {
-            // The app exists but the body names a version it does not have.
-            StoreError::NotFound {
-                kind: "version", ..
-            } => ApiError::Validation(Invalid::new(
-                "target_version",
-                format!("the app has no version {}", body.target_version),
-            )),
-            other => other.into(),
-        })?;
-    s.release_wake.notify_one();
-    Ok((StatusCode::CREATED, Json(release)))
-}
-
-#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/releases/{id}", tag = "releases",
-    params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App"),
-           ("id" = i64, Path, description = "Release id")),
-    responses((status = 200, description = "The release", body = Release), CommonErrors),
-    security(("bearer" = [])))]
-pub async fn get_release(
-    State(s): State<Arc<AppState>>,
-    Extension(p): Extension<Principal>,
-    path: AppPath,
-    NumberPath(id): NumberPath,
-) -> Result<impl IntoResponse, ApiError> {
-    p.authorize(Action::Read, Some(path.ns.as_str()))?;
-    let release = s.store.get_release(&path.ns, &path.app, id).await?;
-    Ok((etag(release.generation), Json(release)))
-}
-
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/instances", tag = "instances",
     params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App"), ListParams),
     responses((status = 200, description = "Instances of every version, as the runtime observes them now", body = Page<Instance>), CommonErrors),
@@ -657,6 +590,42 @@ pub async fn put_autoscaling(
         .put_policy(&path.ns, &path.app, &policy, expected, event)
         .await?;
     Ok((etag(state.generation), Json(state)))
+}
+
+#[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/autoscaling/status", tag = "autoscaling",
+    params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App")),
+    responses((status = 200, description = "The autoscaler's current view of each version and its latest decisions with their reasons", body = AutoscalingStatus), CommonErrors),
+    security(("bearer" = [])))]
+pub async fn autoscaling_status(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    path: AppPath,
+) -> Result<Json<AutoscalingStatus>, ApiError> {
+    p.authorize(Action::Read, Some(path.ns.as_str()))?;
+    let record = s.store.get_app(&path.ns, &path.app).await?;
+    let policy = s.store.get_policy(&path.ns, &path.app).await?;
+    let events = s
+        .store
+        .list_events(&EventFilter {
+            namespace: Some(path.ns.to_string()),
+            app: Some(path.app.to_string()),
+            kind: Some(autoscale::EVENT_KIND.into()),
+            after: None,
+            limit: 20,
+            visible_namespaces: None,
+            newest_first: true,
+        })
+        .await?;
+    let decisions = events
+        .items
+        .into_iter()
+        .filter_map(|e| serde_json::from_value(e.details.get("decision")?.clone()).ok())
+        .collect();
+    Ok(Json(autoscale::status(
+        policy.as_ref().map(|p| &p.policy),
+        s.scaling.versions(record.id),
+        decisions,
+    )))
 }
 
 /// Refuses domains or path prefixes another app already claims (`except` is the app being

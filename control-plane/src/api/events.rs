@@ -42,6 +42,7 @@ pub async fn list(
         after: params.after,
         limit: check_limit(params.limit)?,
         visible_namespaces: p.namespaces.clone(),
+        newest_first: false,
     };
     let page = s.store.list_events(&filter).await?;
     Ok(Json(Page {

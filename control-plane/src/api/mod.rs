@@ -9,6 +9,7 @@ pub mod events;
 pub mod extract;
 pub mod namespaces;
 pub mod params;
+pub mod releases;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tideway_api_types::{ErrorBody, HealthStatus};
 use tokio::sync::Notify;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub routes_wake: Arc<Notify>,
     /// The gateway's per-second request metrics.
     pub gateway_metrics: Arc<tideway_gateway::GatewayMetrics>,
+    /// The autoscaler's live view, for the status endpoint.
+    pub scaling: Arc<crate::reconcile::autoscale::ScalingStatus>,
 }
 
 /// Largest JSON body accepted by `/api/v1`.
@@ -96,9 +99,10 @@ pub enum CommonErrors {
         namespaces::list, namespaces::create, namespaces::get, namespaces::patch, namespaces::delete,
         apps::list, apps::create, apps::get, apps::patch, apps::delete,
         apps::list_versions, apps::create_version, apps::get_version, apps::get_build_log,
-        apps::list_releases, apps::create_release, apps::get_release,
+        releases::list, releases::create, releases::get, releases::promote, releases::pause,
+        releases::resume, releases::abort, releases::rollback,
         apps::list_instances, apps::logs, apps::get_scale, apps::put_scale,
-        apps::get_autoscaling, apps::put_autoscaling, apps::get_traffic, apps::put_traffic, apps::metrics,
+        apps::get_autoscaling, apps::put_autoscaling, apps::autoscaling_status, apps::get_traffic, apps::put_traffic, apps::metrics,
         tokens::list, tokens::create, tokens::revoke,
         events::list,
         healthz, readyz, metrics,
@@ -151,9 +155,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             &format!("{app}/releases"),
-            get(apps::list_releases).post(apps::create_release),
+            get(releases::list).post(releases::create),
         )
-        .route(&format!("{app}/releases/{{id}}"), get(apps::get_release))
+        .route(&format!("{app}/releases/{{id}}"), get(releases::get))
+        .route(
+            &format!("{app}/releases/{{id}}/promote"),
+            post(releases::promote),
+        )
+        .route(
+            &format!("{app}/releases/{{id}}/pause"),
+            post(releases::pause),
+        )
+        .route(
+            &format!("{app}/releases/{{id}}/resume"),
+            post(releases::resume),
+        )
+        .route(
+            &format!("{app}/releases/{{id}}/abort"),
+            post(releases::abort),
+        )
+        .route(&format!("{app}/rollback"), post(releases::rollback))
         .route(&format!("{app}/instances"), get(apps::list_instances))
         .route(&format!("{app}/logs"), get(apps::logs))
         .route(
@@ -163,6 +184,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             &format!("{app}/autoscaling"),
             get(apps::get_autoscaling).put(apps::put_autoscaling),
+        )
+        .route(
+            &format!("{app}/autoscaling/status"),
+            get(apps::autoscaling_status),
         )
         .route(
             &format!("{app}/traffic"),

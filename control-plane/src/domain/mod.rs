@@ -4,6 +4,7 @@
 
 pub mod event;
 pub mod name;
+pub mod placement;
 pub mod policy;
 pub mod release;
 pub mod spec;

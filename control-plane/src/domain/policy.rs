@@ -54,6 +54,26 @@ pub fn validate_policy(p: &AutoscalingPolicy) -> Result<(), Invalid> {
         "scale_down_delay_secs",
         "must be 0–3600",
     )?;
+    ensure(
+        p.scale_to_zero_grace_secs <= 3600,
+        "scale_to_zero_grace_secs",
+        "must be 0–3600",
+    )?;
+    ensure(
+        (1..=p.max).contains(&p.activation_scale),
+        "activation_scale",
+        format!("must be 1–max ({})", p.max),
+    )?;
+    ensure(
+        p.tolerance_percent.is_finite() && (0.0..=50.0).contains(&p.tolerance_percent),
+        "tolerance_percent",
+        "must be 0–50",
+    )?;
+    ensure(
+        p.resource_stabilization_secs <= 3600,
+        "resource_stabilization_secs",
+        "must be 0–3600",
+    )?;
     ensure(p.metrics.len() <= 8, "metrics", "at most 8 metrics")?;
     for (i, m) in p.metrics.iter().enumerate() {
         let field = format!("metrics[{i}]");
@@ -107,6 +127,14 @@ pub fn validate_policy(p: &AutoscalingPolicy) -> Result<(), Invalid> {
             &format!("{field}.timezone"),
             "must be an IANA time zone name",
         )?;
+        if let Err(why) = tideway_autoscaler::validate_schedule(s) {
+            let which = if why.contains("zone") {
+                "timezone"
+            } else {
+                "cron"
+            };
+            return Err(Invalid::new(format!("{field}.{which}"), why));
+        }
         ensure(
             (60..=7 * 86_400).contains(&s.duration_secs),
             &format!("{field}.duration_secs"),

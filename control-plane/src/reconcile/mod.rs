@@ -2,7 +2,7 @@
 //! decides with a pure domain function, applies the decision and records it as an event.
 //! A wake-up only shortens the wait; a periodic pass catches anything a wake-up missed.
 
-pub mod activation;
+pub mod autoscale;
 pub mod build;
 pub mod metrics;
 pub mod release;

@@ -12,6 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::placement::place;
 use crate::domain::traffic::referenced_versions;
 use crate::runtime::{RuntimeDriver, RuntimeEvent};
 use crate::store::{AppRouting, Store};
@@ -25,10 +26,10 @@ pub fn build_table(apps: &[AppRouting], instances: &[Instance]) -> RouteTable {
         .iter()
         .map(|a| {
             let app = &a.record.app;
+            let placement = place(a);
             let mut numbers: BTreeSet<u32> = app.current_version.into_iter().collect();
-            if let Some(t) = &a.traffic {
-                numbers.extend(referenced_versions(t));
-            }
+            numbers.extend(placement.replicas.keys().copied());
+            numbers.extend(referenced_versions(&placement.traffic));
             let versions = numbers
                 .into_iter()
                 .map(|version| VersionRoute {
@@ -52,15 +53,16 @@ pub fn build_table(apps: &[AppRouting], instances: &[Instance]) -> RouteTable {
                 .collect();
             let mut hosts = vec![format!("{}.{}.localhost", app.name, app.namespace)];
             hosts.extend(app.domains.iter().cloned());
+            hosts.extend(placement.extra_hosts);
             AppRoute {
                 namespace: app.namespace.clone(),
                 app: app.name.clone(),
                 hosts,
                 path_prefixes: app.path_prefixes.clone(),
-                policy: a.traffic.clone().unwrap_or_default(),
+                policy: placement.traffic,
                 default_version: app.current_version,
                 versions,
-                scale_to_zero: a.scale_to_zero,
+                scale_to_zero: a.autoscaling.as_ref().is_some_and(|p| p.scale_to_zero),
             }
         })
         .collect();
@@ -71,6 +73,8 @@ pub struct RouteBuilder {
     pub store: Arc<dyn Store>,
     pub runtime: Arc<dyn RuntimeDriver>,
     pub wake: Arc<Notify>,
+    /// Told when a new table is out: a release may be waiting for its weights to apply.
+    pub release_wake: Arc<Notify>,
     pub routes: watch::Sender<Arc<RouteTable>>,
 }
 
@@ -83,14 +87,18 @@ impl RouteBuilder {
             .await
             .map_err(|e| e.to_string())?;
         let table = build_table(&apps, &self.runtime.instances());
-        Ok(self.routes.send_if_modified(|current| {
+        let changed = self.routes.send_if_modified(|current| {
             if **current == table {
                 false
             } else {
                 *current = Arc::new(table);
                 true
             }
-        }))
+        });
+        if changed {
+            self.release_wake.notify_one();
+        }
+        Ok(changed)
     }
 
     /// Rebuilds on every wake-up, every runtime event, and every second.
@@ -143,7 +151,8 @@ mod tests {
                 },
             },
             traffic,
-            scale_to_zero: false,
+            autoscaling: None,
+            release: None,
             versions: vec![],
         }
     }

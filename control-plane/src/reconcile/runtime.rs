@@ -11,8 +11,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::event::NewEvent;
-use crate::domain::traffic::referenced_versions;
+use crate::domain::placement::place;
 use crate::layout::Layout;
+use crate::reconcile::autoscale::ScaleBoard;
 use crate::runtime::{RuntimeDriver, RuntimeEvent, Workload};
 use crate::store::{AppRouting, Store};
 
@@ -22,6 +23,7 @@ pub struct RuntimeReconciler {
     pub store: Arc<dyn Store>,
     pub runtime: Arc<dyn RuntimeDriver>,
     pub layout: Layout,
+    pub board: Arc<ScaleBoard>,
     pub wake: Arc<Notify>,
 }
 
@@ -35,7 +37,7 @@ impl RuntimeReconciler {
             .map_err(|e| e.to_string())?;
         Ok(apps
             .iter()
-            .flat_map(|app| workloads_of(app, &self.layout))
+            .flat_map(|app| workloads_of(app, &self.layout, &self.board))
             .collect())
     }
 
@@ -50,39 +52,22 @@ impl RuntimeReconciler {
     }
 }
 
-/// The workloads of one app: its serving version at `replicas`, and every other version
-/// the traffic policy sends traffic to or names in a rule, sized to its share of the
-/// traffic (at least one instance). Versions still building or failed are left out.
-pub fn workloads_of(app: &AppRouting, layout: &Layout) -> Vec<Workload> {
-    let replicas = app.record.app.replicas;
-    let current = app.record.app.current_version;
-    let referenced = app
-        .traffic
-        .as_ref()
-        .map(referenced_versions)
-        .unwrap_or_default();
+/// The workloads of one app: every version its placement runs (see
+/// [`crate::domain::placement`]), at the autoscaler's count where it decided one. Versions
+/// still building or failed are left out.
+pub fn workloads_of(app: &AppRouting, layout: &Layout, board: &ScaleBoard) -> Vec<Workload> {
+    let placement = place(app);
     app.versions
         .iter()
         .filter(|v| v.state == VersionState::Ready)
         .filter_map(|v| {
-            let count = if Some(v.number) == current {
-                replicas
-            } else if referenced.contains(&v.number) {
-                let weight = app
-                    .traffic
-                    .iter()
-                    .flat_map(|t| t.weights.iter())
-                    .find(|w| w.version == v.number)
-                    .map_or(0, |w| w.weight);
-                (replicas * weight).div_ceil(100).max(1)
-            } else {
-                return None;
-            };
+            let baseline = *placement.replicas.get(&v.number)?;
+            let replicas = board.get(app.record.id, v.number).unwrap_or(baseline);
             Some(Workload {
                 namespace: app.record.app.namespace.clone(),
                 app: app.record.app.name.clone(),
                 version: v.number,
-                replicas: count,
+                replicas,
                 dir: layout.version_dir(app.record.id, v.number),
                 command: v.run.command.clone(),
                 env: v.env.clone(),

@@ -79,8 +79,11 @@ pub struct VersionRecord {
 pub struct AppRouting {
     pub record: AppRecord,
     pub traffic: Option<TrafficPolicy>,
-    pub scale_to_zero: bool,
-    /// The serving version and the versions the traffic policy names, by number.
+    pub autoscaling: Option<AutoscalingPolicy>,
+    /// The app's active release, if any.
+    pub release: Option<Release>,
+    /// The serving version, the versions the traffic policy names and the active release's
+    /// target and stable versions, by number.
     pub versions: Vec<Version>,
 }
 
@@ -110,6 +113,8 @@ pub struct EventFilter {
     pub limit: u32,
     /// Restrict to these namespaces (a namespace-scoped token); `None` sees all.
     pub visible_namespaces: Option<Vec<String>>,
+    /// The latest `limit` events, newest first (no cursor).
+    pub newest_first: bool,
 }
 
 /// A mutation of an app: changes it in place and returns the event that records the change.
@@ -197,6 +202,17 @@ pub trait Store: Send + Sync + 'static {
         target_version: u32,
         strategy: &Strategy,
         event: NewEvent,
+    ) -> StoreResult<Release>;
+    /// Starts a release that takes over from the app's active release, if any: that one
+    /// becomes `superseded` (with `superseded` as its event) in the same transaction.
+    async fn replace_release(
+        &self,
+        ns: &Name,
+        app: &Name,
+        target_version: u32,
+        strategy: &Strategy,
+        event: NewEvent,
+        superseded: NewEvent,
     ) -> StoreResult<Release>;
     async fn get_release(&self, ns: &Name, app: &Name, id: i64) -> StoreResult<Release>;
     async fn list_releases(

@@ -201,6 +201,9 @@ fn version_from_row_at(
     })
 }
 
+/// The states of an active release, as stored (see `ReleaseState::is_active`).
+const ACTIVE_STATES: &str = "('pending', 'progressing', 'paused')";
+
 const RELEASE_SELECT: &str = "SELECT r.id, r.app_id, r.from_versions, r.target_version, r.strategy, r.state, r.reason, r.progress, r.created_at, r.updated_at, r.generation, a.namespace, a.name AS app_name FROM releases r JOIN apps a ON a.id = r.app_id";
 
 fn release_from_row(row: &AnyRow) -> StoreResult<ReleaseRecord> {
@@ -255,6 +258,88 @@ fn event_from_row(row: &AnyRow) -> StoreResult<Event> {
 }
 
 impl SqlStore {
+    /// Inserts a pending release; with `superseded`, first marks the app's active release
+    /// superseded (recording that event), in the same transaction.
+    async fn insert_release(
+        &self,
+        ns: &Name,
+        app: &Name,
+        target_version: u32,
+        strategy: &Strategy,
+        event: NewEvent,
+        superseded: Option<NewEvent>,
+    ) -> StoreResult<Release> {
+        let mut tx = self.begin().await?;
+        let rec = Self::app_in(&mut *tx, ns, app, self.for_update()).await?;
+        if let Some(superseded) = superseded {
+            let now = self.now();
+            let sql = format!(
+                "UPDATE releases SET state = 'superseded', reason = $1, updated_at = $2, \
+                 generation = generation + 1 WHERE app_id = $3 AND state IN {ACTIVE_STATES}"
+            );
+            let replaced = sqlx::query(&sql)
+                .bind(&superseded.reason)
+                .bind(now)
+                .bind(rec.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+            if replaced > 0 {
+                self.insert_event(&mut tx, &superseded).await?;
+            }
+        }
+        let exists = sqlx::query("SELECT number FROM versions WHERE app_id = $1 AND number = $2")
+            .bind(rec.id)
+            .bind(i64::from(target_version))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !exists {
+            return Err(StoreError::NotFound {
+                kind: "version",
+                name: format!("{ns}/{app}/v{target_version}"),
+            });
+        }
+        let from: Vec<u32> = rec.app.current_version.into_iter().collect();
+        let now = self.now();
+        let result = sqlx::query(
+            "INSERT INTO releases (app_id, from_versions, target_version, strategy, state, reason, \
+             created_at, updated_at, generation) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $6, 1) \
+             RETURNING id",
+        )
+        .bind(rec.id)
+        .bind(to_json(&from)?)
+        .bind(i64::from(target_version))
+        .bind(to_json(strategy)?)
+        .bind("waiting for the release reconciler")
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await;
+        let id: i64 = match result {
+            Ok(row) => get(&row, "id")?,
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict {
+                    code: "release_in_progress",
+                    message: format!(
+                        "app '{ns}/{app}' already has an active release; wait for it or abort it"
+                    ),
+                })
+            }
+            Err(e) => return Err(db_err(e)),
+        };
+        let mut event = event;
+        if let serde_json::Value::Object(map) = &mut event.details {
+            map.insert("release".into(), id.into());
+            map.insert("from_versions".into(), serde_json::json!(from));
+        }
+        self.insert_event(&mut tx, &event).await?;
+        let release = Self::release_by_id(&mut *tx, id, "").await?.release;
+        tx.commit().await.map_err(db_err)?;
+        Ok(release)
+    }
+
     /// Connects to `url` (`sqlite://…` or `postgres://…`), applies pending migrations and
     /// refuses a database written by a newer Tideway.
     pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> StoreResult<SqlStore> {
@@ -1050,57 +1135,21 @@ impl Store for SqlStore {
         strategy: &Strategy,
         event: NewEvent,
     ) -> StoreResult<Release> {
-        let mut tx = self.begin().await?;
-        let rec = Self::app_in(&mut *tx, ns, app, self.for_update()).await?;
-        let exists = sqlx::query("SELECT number FROM versions WHERE app_id = $1 AND number = $2")
-            .bind(rec.id)
-            .bind(i64::from(target_version))
-            .fetch_optional(&mut *tx)
+        self.insert_release(ns, app, target_version, strategy, event, None)
             .await
-            .map_err(db_err)?
-            .is_some();
-        if !exists {
-            return Err(StoreError::NotFound {
-                kind: "version",
-                name: format!("{ns}/{app}/v{target_version}"),
-            });
-        }
-        let from: Vec<u32> = rec.app.current_version.into_iter().collect();
-        let now = self.now();
-        let result = sqlx::query(
-            "INSERT INTO releases (app_id, from_versions, target_version, strategy, state, reason, \
-             created_at, updated_at, generation) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $6, 1) \
-             RETURNING id",
-        )
-        .bind(rec.id)
-        .bind(to_json(&from)?)
-        .bind(i64::from(target_version))
-        .bind(to_json(strategy)?)
-        .bind("waiting for the release reconciler")
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await;
-        let id: i64 = match result {
-            Ok(row) => get(&row, "id")?,
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict {
-                    code: "release_in_progress",
-                    message: format!(
-                        "app '{ns}/{app}' already has an active release; wait for it or abort it"
-                    ),
-                })
-            }
-            Err(e) => return Err(db_err(e)),
-        };
-        let mut event = event;
-        if let serde_json::Value::Object(map) = &mut event.details {
-            map.insert("release".into(), id.into());
-            map.insert("from_versions".into(), serde_json::json!(from));
-        }
-        self.insert_event(&mut tx, &event).await?;
-        let release = Self::release_by_id(&mut *tx, id, "").await?.release;
-        tx.commit().await.map_err(db_err)?;
-        Ok(release)
+    }
+
+    async fn replace_release(
+        &self,
+        ns: &Name,
+        app: &Name,
+        target_version: u32,
+        strategy: &Strategy,
+        event: NewEvent,
+        superseded: NewEvent,
+    ) -> StoreResult<Release> {
+        self.insert_release(ns, app, target_version, strategy, event, Some(superseded))
+            .await
     }
 
     async fn get_release(&self, ns: &Name, app: &Name, id: i64) -> StoreResult<Release> {
@@ -1139,8 +1188,7 @@ impl Store for SqlStore {
     }
 
     async fn active_releases(&self) -> StoreResult<Vec<ReleaseRecord>> {
-        let sql =
-            format!("{RELEASE_SELECT} WHERE r.state IN ('pending', 'progressing') ORDER BY r.id");
+        let sql = format!("{RELEASE_SELECT} WHERE r.state IN {ACTIVE_STATES} ORDER BY r.id");
         let rows = sqlx::query(&sql)
             .fetch_all(&self.reader)
             .await
@@ -1331,6 +1379,12 @@ impl Store for SqlStore {
         let traffic: HashMap<i64, TrafficPolicy> = self.all_app_docs(PolicyTable::Traffic).await?;
         let autoscaling: HashMap<i64, AutoscalingPolicy> =
             self.all_app_docs(PolicyTable::Autoscaling).await?;
+        let mut releases: HashMap<i64, Release> = self
+            .active_releases()
+            .await?
+            .into_iter()
+            .map(|r| (r.app_id, r.release))
+            .collect();
         // Only the versions something refers to: the serving one and those the traffic
         // policy names.
         let mut wanted: Vec<(i64, u32)> = Vec::new();
@@ -1338,6 +1392,10 @@ impl Store for SqlStore {
             let mut numbers: Vec<u32> = app.app.current_version.into_iter().collect();
             if let Some(policy) = traffic.get(&app.id) {
                 numbers.extend(crate::domain::traffic::referenced_versions(policy));
+            }
+            if let Some(release) = releases.get(&app.id) {
+                numbers.push(release.target_version);
+                numbers.extend(release.progress.stable_version);
             }
             numbers.sort_unstable();
             numbers.dedup();
@@ -1380,7 +1438,8 @@ impl Store for SqlStore {
                 own.sort_by_key(|v| v.number);
                 AppRouting {
                     traffic: traffic.get(&record.id).cloned(),
-                    scale_to_zero: autoscaling.get(&record.id).is_some_and(|p| p.scale_to_zero),
+                    autoscaling: autoscaling.get(&record.id).cloned(),
+                    release: releases.remove(&record.id),
                     versions: own,
                     record,
                 }
@@ -1625,7 +1684,8 @@ impl Store for SqlStore {
             ));
             args.extend(visible.iter().cloned());
         }
-        sql.push_str(&format!(" ORDER BY id LIMIT ${}", args.len() + 2));
+        let order = if filter.newest_first { "DESC" } else { "ASC" };
+        sql.push_str(&format!(" ORDER BY id {order} LIMIT ${}", args.len() + 2));
         let mut query = sqlx::query(&sql).bind(filter.after.unwrap_or(0));
         for arg in args {
             query = query.bind(arg);

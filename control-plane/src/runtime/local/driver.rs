@@ -70,6 +70,9 @@ pub struct LocalConfig {
     pub log_max_bytes: u64,
     /// Rotated output files kept per instance.
     pub log_files: usize,
+    /// Variables the platform gives every instance it starts (e.g. the OTLP endpoint).
+    /// Not part of a workload's definition, so changing them never restarts instances.
+    pub platform_env: BTreeMap<String, String>,
 }
 
 impl LocalConfig {
@@ -81,6 +84,7 @@ impl LocalConfig {
             stop_grace: Duration::from_secs(10),
             log_max_bytes: 10 * 1024 * 1024,
             log_files: 3,
+            platform_env: BTreeMap::new(),
         }
     }
 }
@@ -938,6 +942,7 @@ impl Supervisor {
         let root = self.config.root.clone();
         let (shim_exe, stop_grace) = (self.config.shim_exe.clone(), self.config.stop_grace);
         let (log_max_bytes, log_files) = (self.config.log_max_bytes, self.config.log_files);
+        let platform_env = self.config.platform_env.clone();
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };
@@ -986,7 +991,7 @@ impl Supervisor {
         let spec = ShimSpec {
             command: slot.rec.template.command.clone(),
             cwd: slot.rec.template.dir.clone(),
-            env: app_env(&slot.rec),
+            env: app_env(&slot.rec, platform_env),
             log_max_bytes,
             log_files,
             cgroup_procs: cgroups
@@ -1247,7 +1252,7 @@ impl Supervisor {
 
 /// The app's environment: host basics, the version's variables, then the ones the platform
 /// owns (a version cannot override those).
-fn app_env(rec: &InstanceRecord) -> BTreeMap<String, String> {
+fn app_env(rec: &InstanceRecord, platform: BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = INHERITED_ENV
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
@@ -1255,11 +1260,20 @@ fn app_env(rec: &InstanceRecord) -> BTreeMap<String, String> {
     env.entry("PATH".into())
         .or_insert_with(|| DEFAULT_PATH.into());
     env.extend(rec.template.env.clone());
+    env.extend(platform);
     env.insert("PORT".into(), rec.port.to_string());
     env.insert("TIDEWAY_NAMESPACE".into(), rec.namespace.clone());
     env.insert("TIDEWAY_APP".into(), rec.app.clone());
     env.insert("TIDEWAY_VERSION".into(), rec.version.to_string());
     env.insert("TIDEWAY_INSTANCE".into(), rec.id.clone());
+    // OpenTelemetry SDKs read these: custom metrics arrive tagged with the instance.
+    env.insert(
+        "OTEL_RESOURCE_ATTRIBUTES".into(),
+        format!(
+            "service.instance.id={},service.name={},service.namespace={},service.version={}",
+            rec.id, rec.app, rec.namespace, rec.version
+        ),
+    );
     env
 }
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Benchmarks the autoscaler's decision core: one tick for 10,000 apps on one thread.
+#
+# Runs `cargo bench -p tideway-autoscaler --bench tick` (release mode). The bench builds
+# 10,000 scalers, each with a full 60 s window of concurrency and rps, then times many
+# repetitions of one tick (record one second and decide, for every app) and prints:
+#
+#   tick for 10000 apps: X ms (goal ≤ 10 ms)          the median of the repetitions
+#   window state per app: N bytes (goal ≤ 4096)       Scaler::state_bytes(), the largest
+#
+# A missed goal is a result (the line ends in MISSED): the script exits non-zero only when
+# the bench cannot be built or run. It takes a few seconds once built.
+#
+# Environment:
+#   CARGO_TARGET_DIR  build directory (default $HOME/.cache/tideway-target)
+set -euo pipefail
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tideway-target}"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+exec cargo bench --quiet -p tideway-autoscaler --bench tick

@@ -1,0 +1,219 @@
+//! The autoscaler end to end with real processes: a load step on `examples/hello` scales it
+//! out within two ticks, it scales back after the stable window, and with scale to zero it
+//! reaches zero and the next request is still served.
+
+// Integration tests: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tideway_e2e::{deploy_hello, wait_until, Backend, TestServer};
+
+const APPS: &str = "/api/v1/namespaces/default/apps";
+
+async fn desired(s: &TestServer, app: &str) -> u64 {
+    s.get(&format!("{APPS}/{app}/scale")).await.body["replicas"]
+        .as_u64()
+        .unwrap()
+}
+
+async fn ready(s: &TestServer, app: &str) -> usize {
+    let r = s.get(&format!("{APPS}/{app}/instances")).await;
+    r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "ready")
+        .count()
+}
+
+/// `clients` concurrent loops of `GET /?delay_ms=100` through the gateway until `stop`.
+fn load(s: &TestServer, host: &str, clients: usize, stop: Arc<AtomicBool>) -> Arc<AtomicU64> {
+    let failures = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .unwrap();
+    for _ in 0..clients {
+        let (client, stop, failures) = (client.clone(), stop.clone(), failures.clone());
+        let url = format!("{}/?delay_ms=100", s.gateway_url);
+        let host = host.to_string();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ok = client
+                    .get(&url)
+                    .header("host", &host)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == StatusCode::OK);
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_step_scales_out_fast_and_back_after_the_stable_window() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    deploy_hello(&s, "busy", 1, 1).await;
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("{APPS}/busy/autoscaling"),
+            Some(json!({
+                "min": 1, "max": 10,
+                "metrics": [{"type": "concurrency", "target": 5}],
+                "stable_window_secs": 10
+            })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Let the autoscaler see idle seconds first, as in production.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(desired(&s, "busy").await, 1);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let step = Instant::now();
+    let failures = load(&s, "busy.default.localhost", 40, stop.clone());
+    let reached = wait_until("desired ≥ 8", Duration::from_secs(10), || async {
+        desired(&s, "busy").await >= 8
+    })
+    .await;
+    println!("FIGURE load step → desired ≥ 8: {} ms", reached.as_millis());
+    assert!(
+        reached <= Duration::from_secs(2),
+        "desired reached 8 only after {reached:?}"
+    );
+    let ready_after = wait_until("8 ready instances", Duration::from_secs(30), || async {
+        ready(&s, "busy").await >= 8
+    })
+    .await;
+    println!(
+        "FIGURE load step → 8 instances ready: {} ms",
+        (step.elapsed().min(ready_after + reached)).as_millis()
+    );
+
+    // Why did it scale? The status and the event carry the reason.
+    let status = s.get(&format!("{APPS}/busy/autoscaling/status")).await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.text);
+    assert_eq!(status.body["enabled"], true);
+    let decision = &status.body["decisions"][0];
+    assert!(decision["to"].as_u64().unwrap() >= 2, "{decision}");
+    let metric = &decision["reason"]["metrics"][0];
+    assert_eq!(metric["type"], "concurrency");
+    assert!(metric["panic"].as_f64().unwrap() > 5.0, "{decision}");
+    let events = s.get("/api/v1/events?app=busy&type=Autoscaled").await;
+    assert!(!events.body["items"].as_array().unwrap().is_empty());
+
+    stop.store(true, Ordering::Relaxed);
+    let stopped = Instant::now();
+    let down = wait_until("scale back to 1", Duration::from_secs(60), || async {
+        desired(&s, "busy").await == 1
+    })
+    .await;
+    println!(
+        "FIGURE load stop → desired back to 1: {} ms",
+        down.as_millis()
+    );
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(9),
+        "scaled down to 1 before a stable window passed"
+    );
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "requests failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_to_zero_and_back_on_the_next_request() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    deploy_hello(&s, "nap", 1, 1).await;
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("{APPS}/nap/autoscaling"),
+            Some(json!({
+                "min": 0, "max": 3, "scale_to_zero": true,
+                "metrics": [{"type": "rps", "target": 50}],
+                "stable_window_secs": 6, "scale_to_zero_grace_secs": 2
+            })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let idle = wait_until("scale to zero", Duration::from_secs(40), || async {
+        desired(&s, "nap").await == 0 && ready(&s, "nap").await == 0
+    })
+    .await;
+    println!("FIGURE idle → zero instances: {} ms", idle.as_millis());
+    assert!(
+        idle >= Duration::from_secs(7),
+        "reached zero after only {idle:?}"
+    );
+
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let r = client
+        .get(format!("{}/", s.gateway_url))
+        .header("host", "nap.default.localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["version"], "1");
+    println!(
+        "FIGURE first request at zero served after {} ms",
+        started.elapsed().as_millis()
+    );
+    let activated = s.get("/api/v1/events?app=nap&type=AppActivated").await;
+    assert_eq!(activated.body["items"].as_array().unwrap().len(), 1);
+    assert!(desired(&s, "nap").await >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_errors_name_the_field() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let r = s.post(APPS, json!({"name": "strict"})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    for (policy, field) in [
+        (json!({"min": 5, "max": 2}), "min"),
+        (
+            json!({"min": 1, "max": 2, "stable_window_secs": 2}),
+            "stable_window_secs",
+        ),
+        (
+            json!({"min": 1, "max": 2, "metrics": [{"type": "latency", "target": 1}]}),
+            "",
+        ),
+        (
+            json!({"min": 1, "max": 2, "schedules": [{"cron": "0 25 * * *", "timezone": "UTC", "duration_secs": 3600, "min": 1, "max": 2}]}),
+            "schedules[0].cron",
+        ),
+        (
+            json!({"min": 1, "max": 2, "schedules": [{"cron": "0 9 * * 1-5", "timezone": "Mars/Olympus", "duration_secs": 3600, "min": 1, "max": 2}]}),
+            "schedules[0].timezone",
+        ),
+    ] {
+        let r = s
+            .call(
+                Method::PUT,
+                &format!("{APPS}/strict/autoscaling"),
+                Some(policy.clone()),
+            )
+            .await;
+        assert!(
+            r.status == StatusCode::UNPROCESSABLE_ENTITY || r.status == StatusCode::BAD_REQUEST,
+            "{policy}: {} {}",
+            r.status,
+            r.text
+        );
+        if !field.is_empty() {
+            assert_eq!(r.body["error"]["details"]["field"], field, "{}", r.text);
+        }
+    }
+}
