@@ -30,6 +30,8 @@ use crate::domain::token::{secret_hash, Action};
 use crate::store::Store;
 
 pub struct GatewaySyncService {
+    /// Everything the API serves from; the gRPC API for tools shares it.
+    pub state: Arc<crate::api::AppState>,
     pub store: Arc<dyn Store>,
     pub routes: watch::Receiver<Arc<RouteTable>>,
     pub metrics: Arc<GatewayMetrics>,

@@ -256,6 +256,7 @@ impl Server {
             shutdown.clone(),
         ));
         let grpc = GatewaySyncService {
+            state: st.clone(),
             store: st.store.clone(),
             routes: self.routes.subscribe(),
             metrics: st.gateway_metrics.clone(),
