@@ -30,6 +30,9 @@ pub struct ApiError {
     /// proxy's page), in which case `message` holds the raw body.
     pub code: Option<String>,
     pub message: String,
+    /// The request field a validation error is about (`details.field`), e.g.
+    /// `strategy.weights`.
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -39,12 +42,22 @@ impl ApiError {
             .is_some_and(|e| e.code.as_deref() == Some(code))
     }
 
+    /// The field a validation error is about, when `err` is one.
+    pub fn field_of(err: &anyhow::Error) -> Option<&str> {
+        err.downcast_ref::<ApiError>()?.field.as_deref()
+    }
+
     /// Interprets an error response body, keeping the raw text when it is not the API's
     /// `{"error": {...}}` shape.
     pub fn from_body(status: StatusCode, body: &str) -> Self {
         match serde_json::from_str::<ErrorBody>(body) {
             Ok(ErrorBody { error }) => ApiError {
                 status,
+                field: error
+                    .details
+                    .get("field")
+                    .and_then(|f| f.as_str())
+                    .map(str::to_owned),
                 code: Some(error.code),
                 message: error.message,
             },
@@ -58,6 +71,7 @@ impl ApiError {
                     status,
                     code: None,
                     message,
+                    field: None,
                 }
             }
         }
@@ -66,10 +80,14 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.code {
-            Some(code) => write!(f, "{} ({code})", self.message),
-            None if self.message.is_empty() => write!(f, "HTTP {}", self.status),
-            None => write!(f, "HTTP {}: {}", self.status, self.message),
+        match (&self.code, &self.field) {
+            // Say which field was refused unless the message already starts with it.
+            (Some(code), Some(field)) if !self.message.starts_with(field.as_str()) => {
+                write!(f, "{field}: {} ({code})", self.message)
+            }
+            (Some(code), _) => write!(f, "{} ({code})", self.message),
+            (None, _) if self.message.is_empty() => write!(f, "HTTP {}", self.status),
+            (None, _) => write!(f, "HTTP {}: {}", self.status, self.message),
         }
     }
 }
@@ -148,6 +166,16 @@ impl ApiClient {
         body: &B,
     ) -> anyhow::Result<T> {
         decode(self.send(Method::POST, path, &[], Some(body)).await?).await
+    }
+
+    /// `POST /api/v1/<path>?<query>` with a JSON body.
+    pub async fn post_query<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        query: &[(&str, String)],
+        body: &B,
+    ) -> anyhow::Result<T> {
+        decode(self.send(Method::POST, path, query, Some(body)).await?).await
     }
 
     /// `PUT /api/v1/<path>` with a JSON body.
@@ -298,6 +326,26 @@ mod tests {
         let err = ApiError::from_body(StatusCode::NOT_FOUND, body);
         assert_eq!(err.code.as_deref(), Some("not_found"));
         assert_eq!(err.to_string(), r#"app "web" not found (not_found)"#);
+    }
+
+    #[test]
+    fn validation_errors_name_their_field() {
+        let body = r#"{"error":{"code":"validation_failed","message":"weights must increase","details":{"field":"strategy.weights","reason":"weights must increase"}}}"#;
+        let err = ApiError::from_body(StatusCode::UNPROCESSABLE_ENTITY, body);
+        assert_eq!(err.field.as_deref(), Some("strategy.weights"));
+        assert_eq!(
+            err.to_string(),
+            "strategy.weights: weights must increase (validation_failed)"
+        );
+
+        // The server's message usually names the field already; it is not repeated.
+        let body = r#"{"error":{"code":"validation_failed","message":"strategy.weights: weights must increase","details":{"field":"strategy.weights"}}}"#;
+        let err = ApiError::from_body(StatusCode::UNPROCESSABLE_ENTITY, body);
+        assert_eq!(
+            err.to_string(),
+            "strategy.weights: weights must increase (validation_failed)"
+        );
+        assert_eq!(ApiError::field_of(&err.into()), Some("strategy.weights"));
     }
 
     #[test]

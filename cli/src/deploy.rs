@@ -10,13 +10,13 @@ use futures_util::TryStreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use tideway_api_types::{
-    App, Instance, InstanceState, Release, ReleaseState, Scale, Version, VersionState,
+    App, Instance, InstanceState, Release, ReleaseState, Scale, Strategy, Version, VersionState,
 };
 use tokio_util::io::ReaderStream;
 
 use crate::client::{ApiClient, ApiError};
 use crate::output::{human_bytes, short_digest, wire_name};
-use crate::{output, pack, typed, Format};
+use crate::{output, pack, release, typed, Format};
 
 /// The media type of an uploaded artifact.
 pub const GZIP: &str = "application/gzip";
@@ -37,6 +37,10 @@ pub struct Deploy {
     pub wait: bool,
     pub timeout: Duration,
     pub format: Format,
+    /// The release strategy JSON; `None` leaves it to the server (immediate).
+    pub strategy: Option<Value>,
+    /// Whether `strategy` came from flags, so a refused field can name its flag.
+    pub strategy_from_flags: bool,
 }
 
 /// Runs a deploy from packing to (with `--wait`) the end of the release.
@@ -169,9 +173,11 @@ pub async fn run(client: &ApiClient, d: Deploy) -> anyhow::Result<()> {
     // Release.
     let releases_path = [&app_path[..], &["releases"]].concat();
     let started = Instant::now();
+    let body = release::create_body(version.number, d.strategy.clone(), false);
     let mut release_raw: Value = client
-        .post(&releases_path, &json!({ "target_version": version.number }))
-        .await?;
+        .post(&releases_path, &body)
+        .await
+        .map_err(|e| release::explain_create(e, ns, app, d.strategy_from_flags, false))?;
     let mut release: Release = typed(release_raw.clone())?;
     let id = release.id.to_string();
 
@@ -197,7 +203,7 @@ pub async fn run(client: &ApiClient, d: Deploy) -> anyhow::Result<()> {
                     logs_hint(ns, app)
                 );
             }
-            if !release.state.is_active() {
+            if release::settled(&release, false) {
                 break progress;
             }
             let text = progress.text(&release);
@@ -227,6 +233,17 @@ pub async fn run(client: &ApiClient, d: Deploy) -> anyhow::Result<()> {
             progress.text(&release),
             seconds(started.elapsed())
         ));
+        if release.state == ReleaseState::Paused {
+            ui.say(format!(
+                "release {} is paused: {}\nhint: promote it with `{}` (--full to finish) or \
+                 abort it with `{}`",
+                release.id,
+                release.reason,
+                release::command(ns, &format!("release promote {app}")),
+                release::command(ns, &format!("release abort {app}"))
+            ));
+            return ui.json(&version_raw, &release_raw);
+        }
         if release.state != ReleaseState::Succeeded {
             ui.json(&version_raw, &release_raw)?;
             bail!(
@@ -277,10 +294,20 @@ impl Rollout {
         }
     }
 
-    /// `release 7: progressing — 1/2 instances ready`.
+    /// `release 7: progressing — 1/2 instances ready`; strategies that move traffic in
+    /// steps add the step and weight: `release 7: progressing — step 1, weight 20%, …`.
     pub fn text(&self, release: &Release) -> String {
+        let step = match release.strategy {
+            Strategy::Immediate => String::new(),
+            // Counted from 1, as in the server's reasons.
+            _ => format!(
+                "step {}, weight {}%, ",
+                u64::from(release.progress.step) + 1,
+                release.progress.weight
+            ),
+        };
         format!(
-            "release {}: {} — {}/{} instances ready",
+            "release {}: {} — {step}{}/{} instances ready",
             release.id,
             wire_name(&release.state),
             self.ready,
@@ -524,6 +551,23 @@ mod tests {
         assert!(
             upload_text(&version(VersionState::Building), 10, Duration::ZERO)
                 .ends_with("10 B in 0.0 s, building)")
+        );
+    }
+
+    #[test]
+    fn stepped_strategies_show_step_and_weight() {
+        let mut r = release(ReleaseState::Paused);
+        r.strategy = serde_json::from_value(json!({"type": "canary", "weights": [20]})).unwrap();
+        r.progress.step = 1;
+        r.progress.weight = 20;
+        let progress = Rollout {
+            ready: 1,
+            wanted: 2,
+            crashed: None,
+        };
+        assert_eq!(
+            progress.text(&r),
+            "release 7: paused — step 2, weight 20%, 1/2 instances ready"
         );
     }
 

@@ -28,10 +28,14 @@ mod logs;
 mod mock_tests;
 mod output;
 mod pack;
+mod release;
+mod strategy;
 
 use client::ApiClient;
 use logs::Since;
 pub use output::Format;
+use release::{ReleaseArgs, RollbackArgs};
+use strategy::StrategyArgs;
 
 /// The client subcommands of `tideway`.
 #[derive(Subcommand, Debug)]
@@ -49,7 +53,11 @@ pub enum Command {
     /// Set the desired instance count of an app.
     Scale(ScaleArgs),
     /// Pack a directory, upload it as a new version and release it.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
+    /// Start, follow and steer releases: canary, gray, batch and blue-green.
+    Release(ReleaseArgs),
+    /// Go back to an earlier version at once, replacing any active release.
+    Rollback(RollbackArgs),
     /// Show (and follow) the output of an app's instances.
     Logs(LogsArgs),
 }
@@ -169,12 +177,15 @@ pub struct DeployArgs {
     /// Desired instances: for a new app, or scaled to when the app exists.
     #[arg(long)]
     replicas: Option<u32>,
-    /// Wait until the release succeeds or fails, showing instances becoming ready.
+    /// Wait until the release succeeds, fails or pauses for a promote, showing instances
+    /// becoming ready.
     #[arg(long)]
     wait: bool,
     /// Seconds to wait for the build and, with --wait, for the release.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     timeout: u64,
+    #[command(flatten)]
+    strategy: StrategyArgs,
 }
 
 #[derive(Args, Debug)]
@@ -243,6 +254,8 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             })
         }
         Command::Deploy(args) => {
+            // Flag mistakes are reported before anything is packed or uploaded.
+            let strategy = args.strategy.build()?;
             let client = connect()?;
             let deploy = deploy::Deploy {
                 namespace: args.common.namespace,
@@ -252,8 +265,30 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
                 wait: args.wait,
                 timeout: Duration::from_secs(args.timeout),
                 format: args.common.output,
+                strategy,
+                strategy_from_flags: args.strategy.uses_flags(),
             };
             deploy::run(&client, deploy).await
+        }
+        Command::Release(args) => {
+            let client = connect()?;
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            let mut io = release::Io {
+                out: &mut out,
+                err: &mut err,
+                poll: release::POLL,
+            };
+            release::run(&client, args, &mut io).await
+        }
+        Command::Rollback(args) => {
+            let client = connect()?;
+            let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+            let mut io = release::Io {
+                out: &mut out,
+                err: &mut err,
+                poll: release::POLL,
+            };
+            release::rollback(&client, args, &mut io).await
         }
         Command::Logs(args) => {
             let client = connect()?;
@@ -565,5 +600,116 @@ mod tests {
             panic!("not scale")
         };
         assert_eq!((s.app.as_str(), s.replicas), ("web", 3));
+    }
+
+    #[test]
+    fn release_commands_parse() {
+        let Command::Release(r) = parse(&[
+            "release",
+            "start",
+            "web",
+            "--version",
+            "3",
+            "--strategy",
+            "canary",
+            "--steps",
+            "20,50",
+            "--wait",
+            "--until-done",
+            "--timeout",
+            "10m",
+            "-n",
+            "prod",
+        ]) else {
+            panic!("not release")
+        };
+        assert_eq!(r.common.namespace, "prod");
+        let release::ReleaseCommand::Start(start) = &r.command else {
+            panic!("not start: {r:?}")
+        };
+        let text = format!("{start:?}");
+        for part in [
+            "version: 3",
+            "wait: true",
+            "until_done: true",
+            "timeout: Some(600)",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+
+        for args in [
+            &["release", "status", "web", "7", "--watch"][..],
+            &["release", "list", "web"][..],
+            &["release", "promote", "web", "--full"][..],
+            &["release", "pause", "web", "7"][..],
+            &["release", "resume", "web"][..],
+            &["release", "abort", "web", "-o", "json"][..],
+            &["rollback", "web"][..],
+            &["rollback", "web", "2", "--wait", "--timeout", "30s"][..],
+        ] {
+            Cli::try_parse_from(std::iter::once("tideway").chain(args.iter().copied()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+
+        for (args, why) in [
+            (&["release", "start", "web"][..], "--version <N>"),
+            (
+                &[
+                    "release",
+                    "start",
+                    "web",
+                    "--version",
+                    "3",
+                    "--dry-run",
+                    "--wait",
+                ][..],
+                "cannot be used with",
+            ),
+            (&["release", "status", "web", "--until-done"][..], "--watch"),
+            (&["release", "status", "web", "0"][..], "0 is not in 1.."),
+            (
+                &[
+                    "release",
+                    "start",
+                    "web",
+                    "--version",
+                    "3",
+                    "--timeout",
+                    "1m",
+                ][..],
+                "--wait",
+            ),
+            (&["rollback", "Web"][..], "not a valid name"),
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("tideway").chain(args.iter().copied()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn deploy_shares_the_strategy_flags() {
+        let Command::Deploy(d) = parse(&[
+            "deploy",
+            "--app",
+            "web",
+            "--strategy",
+            "batch",
+            "--batches",
+            "3",
+            "--wait",
+        ]) else {
+            panic!("not deploy")
+        };
+        assert_eq!(
+            d.strategy.build().unwrap(),
+            Some(json!({"type": "batch", "batches": 3}))
+        );
+        let Command::Deploy(d) = parse(&["deploy", "--app", "web", "--steps", "20"]) else {
+            panic!("not deploy")
+        };
+        let err = d.strategy.build().unwrap_err().to_string();
+        assert_eq!(err, "--steps needs --strategy canary");
     }
 }

@@ -49,7 +49,7 @@ pub fn parse_since(s: &str) -> Result<Since, String> {
     })
 }
 
-fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
     if s.is_empty() {
         return Err("empty value".to_owned());
     }

@@ -1,5 +1,5 @@
-//! `deploy` and `logs` against a small in-process mock of the API, checking the exact
-//! requests the CLI sends and how it reacts to the answers.
+//! `deploy`, `logs`, `release` and `rollback` against a small in-process mock of the API,
+//! checking the exact requests the CLI sends and how it reacts to the answers.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,14 +16,15 @@ use chrono::{DateTime, Utc};
 use flate2::read::GzDecoder;
 use serde_json::{json, Value};
 use tideway_api_types::{
-    HealthCheck, Instance, InstanceState, LogLine, LogStream, Release, ReleaseState, Resources,
-    RunSpec, Strategy, Version, VersionState,
+    AnalysisCheck, CheckFigures, CheckOutcome, HealthCheck, Instance, InstanceState, LogLine,
+    LogStream, Release, ReleaseProgress, ReleaseState, Resources, RunSpec, Strategy, Version,
+    VersionState,
 };
 
 use crate::client::ApiClient;
 use crate::deploy::{self, Deploy};
 use crate::logs::{self, Since};
-use crate::Format;
+use crate::{release, Command, Format};
 
 /// How the mock behaves.
 #[derive(Clone, Copy, PartialEq)]
@@ -38,6 +39,17 @@ enum Scenario {
     Stuck,
     /// The upload is refused on its `Content-Length`, before its body is read.
     TooLarge,
+    /// Canary release 7 of v3: progressing, then a passed check, then paused for promote;
+    /// release 6 is an older, finished one. Rollbacks start release 8, which succeeds.
+    Canary,
+    /// Canary release 7 fails its analysis on the second poll.
+    CanaryFails,
+    /// The first poll of release 7 is a 503; the second finds it succeeded.
+    Flaky,
+    /// Starting a release is refused: another one is active.
+    Busy,
+    /// Starting a release is refused: the strategy is invalid.
+    Refused,
 }
 
 #[derive(Default)]
@@ -160,6 +172,14 @@ async fn handle(State(mock): State<Arc<Mock>>, req: Request) -> Response {
         return error(StatusCode::NOT_FOUND, "not_found", "no such route");
     };
     let s = mock.scenario;
+    let query = seen
+        .requests
+        .last()
+        .and_then(|l| l.split_once('?'))
+        .map(|(_, q)| q.to_owned());
+    if let Some(response) = release_route(s, &mut seen, &method, rest, query.as_deref()) {
+        return response;
+    }
     match (method, rest) {
         (Method::POST, "") if s == Scenario::BuildFails => ok(
             StatusCode::CREATED,
@@ -256,6 +276,184 @@ async fn handle(State(mock): State<Arc<Mock>>, req: Request) -> Response {
     }
 }
 
+fn check(outcome: CheckOutcome, failures: &[&str]) -> AnalysisCheck {
+    let figures = |rate| CheckFigures {
+        requests: 120,
+        responses_5xx: 0,
+        success_rate_percent: Some(rate),
+        p99_ms: Some(42.0),
+    };
+    AnalysisCheck {
+        at: now(),
+        outcome,
+        target: figures(if failures.is_empty() { 100.0 } else { 80.0 }),
+        stable: figures(99.5),
+        failures: failures.iter().map(|f| (*f).to_owned()).collect(),
+    }
+}
+
+/// Release 7 of a canary from v2 to v3 at `step` with `weight`.
+fn canary(
+    state: ReleaseState,
+    reason: &str,
+    step: u32,
+    weight: u32,
+    checks: Vec<AnalysisCheck>,
+) -> Value {
+    json!(Release {
+        id: 7,
+        namespace: "default".into(),
+        app: "web".into(),
+        from_versions: vec![2],
+        target_version: 3,
+        strategy: serde_json::from_value(json!({"type": "canary", "weights": [20, 50],
+            "analysis": {"interval_secs": 10}}))
+        .unwrap_or(Strategy::Immediate),
+        state,
+        reason: reason.into(),
+        progress: ReleaseProgress {
+            step,
+            weight,
+            target_replicas: 1,
+            stable_replicas: 2,
+            checks,
+            ..ReleaseProgress::default()
+        },
+        created_at: now(),
+        updated_at: now(),
+        generation: 1,
+    })
+}
+
+/// The routes of release scenarios; `None` falls through to the deploy routes.
+fn release_route(
+    s: Scenario,
+    seen: &mut Seen,
+    method: &Method,
+    rest: &str,
+    query: Option<&str>,
+) -> Option<Response> {
+    use ReleaseState::{Failed, Paused, Pending, Progressing, Succeeded};
+    if !matches!(
+        s,
+        Scenario::Canary
+            | Scenario::CanaryFails
+            | Scenario::Flaky
+            | Scenario::Busy
+            | Scenario::Refused
+    ) {
+        return None;
+    }
+    let response = match (method.clone(), rest) {
+        (Method::POST, "/web/releases") if s == Scenario::Busy => error(
+            StatusCode::CONFLICT,
+            "release_in_progress",
+            "app 'default/web' already has an active release; wait for it or abort it",
+        ),
+        (Method::POST, "/web/releases") if s == Scenario::Refused => {
+            let body = json!({"error": {"code": "validation_failed",
+                "message": "strategy.weights: weights must increase",
+                "details": {"field": "strategy.weights", "reason": "weights must increase"}}});
+            (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response()
+        }
+        (Method::POST, "/web/releases") if query == Some("dry_run=true") => ok(
+            StatusCode::OK,
+            json!({"target_version": 3, "stable_version": 2,
+                   "strategy": {"type": "canary", "weights": [20]},
+                   "steps": [
+                       {"index": 0, "action": "set weight 20%", "weight": 20,
+                        "target_replicas": 1, "stable_replicas": 2, "waits_for": "ready"},
+                       {"index": 1, "action": "pause until promoted", "weight": 20,
+                        "target_replicas": 1, "stable_replicas": 2, "waits_for": "promote"},
+                       {"index": 2, "action": "promote", "weight": 100,
+                        "target_replicas": 2, "stable_replicas": 0, "waits_for": "ready"}]}),
+        ),
+        (Method::POST, "/web/releases") => ok(
+            StatusCode::CREATED,
+            canary(Pending, "waiting for the release reconciler", 0, 0, vec![]),
+        ),
+        (Method::GET, "/web/releases") => {
+            let mut older = release(Succeeded, "v2 has all 2 instances ready");
+            older["id"] = json!(6);
+            let newest = canary(Paused, "pause until promoted (step 2 of 5)", 1, 20, vec![]);
+            ok(StatusCode::OK, json!({ "items": [newest, older] }))
+        }
+        (Method::GET, "/web/releases/7") => {
+            seen.release_polls += 1;
+            let n = seen.release_polls;
+            let passed = || vec![check(CheckOutcome::Passed, &[])];
+            match (s, n) {
+                (Scenario::Flaky, 1) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store is not reachable",
+                ),
+                (Scenario::Flaky, _) => {
+                    ok(StatusCode::OK, canary(Succeeded, "done", 4, 100, vec![]))
+                }
+                (_, 1) => ok(
+                    StatusCode::OK,
+                    canary(Progressing, "set weight 20% (step 1 of 5)", 0, 20, vec![]),
+                ),
+                (Scenario::CanaryFails, _) => ok(
+                    StatusCode::OK,
+                    canary(
+                        Failed,
+                        "analysis failed 1 time; all traffic back to v2",
+                        0,
+                        0,
+                        vec![check(CheckOutcome::Failed, &["success rate 80.0% < 99.0%"])],
+                    ),
+                ),
+                (_, 2) => ok(
+                    StatusCode::OK,
+                    canary(Progressing, "set weight 20% (step 1 of 5)", 0, 20, passed()),
+                ),
+                _ => ok(
+                    StatusCode::OK,
+                    canary(
+                        Paused,
+                        "pause until promoted (step 2 of 5)",
+                        1,
+                        20,
+                        passed(),
+                    ),
+                ),
+            }
+        }
+        (Method::POST, "/web/releases/7/promote") => ok(
+            StatusCode::OK,
+            canary(
+                Progressing,
+                "promoted by request; set weight 50% (step 3 of 5)",
+                2,
+                50,
+                vec![],
+            ),
+        ),
+        (Method::POST, "/web/releases/7/pause") => error(
+            StatusCode::CONFLICT,
+            "release_paused",
+            "release 7 is already paused at pause until promoted (step 2 of 5)",
+        ),
+        (Method::POST, "/web/rollback") => {
+            let mut r = release(Pending, "rollback to v2");
+            r["id"] = json!(8);
+            r["target_version"] = json!(2);
+            r["from_versions"] = json!([3]);
+            ok(StatusCode::CREATED, r)
+        }
+        (Method::GET, "/web/releases/8") => {
+            let mut r = release(Succeeded, "v2 has all 2 instances ready");
+            r["id"] = json!(8);
+            r["target_version"] = json!(2);
+            ok(StatusCode::OK, r)
+        }
+        _ => return None,
+    };
+    Some(response)
+}
+
 /// Serves the mock on a free port; returns a client for it and the shared state.
 async fn serve(scenario: Scenario) -> (ApiClient, Arc<Mock>) {
     let mock = Arc::new(Mock {
@@ -292,6 +490,8 @@ fn deploy_opts(dir: &Path, replicas: Option<u32>, wait: bool, timeout: Duration)
         wait,
         timeout,
         format: Format::Table,
+        strategy: None,
+        strategy_from_flags: true,
     }
 }
 
@@ -513,4 +713,413 @@ async fn logs_of_a_missing_app_is_an_api_error() {
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "no such route (not_found)");
+}
+
+/// What a command printed: stdout, then stderr.
+struct Printed {
+    out: String,
+    err: String,
+}
+
+/// Runs `tideway <args>` (a `release` or `rollback` command) against the mock, polling
+/// every few milliseconds.
+async fn tideway(client: &ApiClient, args: &[&str]) -> (anyhow::Result<()>, Printed) {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from(
+        std::iter::once("tideway").chain(args.iter().copied()),
+    )
+    .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut io = release::Io {
+        out: &mut out,
+        err: &mut err,
+        poll: Duration::from_millis(5),
+    };
+    let result = match cli.command {
+        Command::Release(args) => release::run(client, args, &mut io).await,
+        Command::Rollback(args) => release::rollback(client, args, &mut io).await,
+        other => panic!("not a release command: {other:?}"),
+    };
+    let printed = Printed {
+        out: String::from_utf8(out).unwrap(),
+        err: String::from_utf8(err).unwrap(),
+    };
+    (result, printed)
+}
+
+#[tokio::test]
+async fn release_start_sends_the_strategy_and_follows_it_to_a_pause() {
+    let (client, mock) = serve(Scenario::Canary).await;
+    let (result, printed) = tideway(
+        &client,
+        &[
+            "release",
+            "start",
+            "web",
+            "--version",
+            "3",
+            "--strategy",
+            "canary",
+            "--steps",
+            "20,50",
+            "--pause",
+            "indefinite",
+            "--success-rate",
+            "99",
+            "--wait",
+        ],
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(
+        requests(&mock),
+        [
+            format!("POST {PREFIX}/web/releases"),
+            format!("GET {PREFIX}/web/releases/7"),
+        ]
+    );
+    let seen = mock.seen.lock().unwrap();
+    assert_eq!(
+        seen.bodies[&format!("POST {PREFIX}/web/releases")],
+        json!({"target_version": 3, "strategy": {"type": "canary", "weights": [20, 50],
+               "analysis": {"success_rate_percent": 99.0}}})
+    );
+    assert_eq!(seen.release_polls, 3);
+    // Times are local, so each line is checked after its `HH:MM:SS  `.
+    let lines: Vec<&str> = printed.out.lines().collect();
+    let untimed: Vec<&str> = lines.iter().map(|l| l.get(10..).unwrap_or(l)).collect();
+    assert_eq!(
+        lines[0],
+        "Started release 7 of default/web: v2 → v3, canary (pending)"
+    );
+    assert_eq!(
+        untimed[1..6],
+        [
+            "release 7 progressing: set weight 20% (step 1 of 5)",
+            "step 1: weight 20%, instances 1 new / 2 stable",
+            "check passed: new 120 req, 100.0%, p99 42ms; stable 120 req, 99.5%, p99 42ms",
+            "release 7 paused: pause until promoted (step 2 of 5)",
+            "step 2: weight 20%, instances 1 new / 2 stable",
+        ],
+        "{}",
+        printed.out
+    );
+    assert_eq!(
+        lines[6],
+        "release 7 is paused; promote it with `tideway release promote web` (--full to \
+         finish) or abort it with `tideway release abort web`"
+    );
+    assert_eq!(printed.err, "");
+}
+
+#[tokio::test]
+async fn release_start_json_keeps_stdout_for_the_final_release() {
+    let (client, _mock) = serve(Scenario::Canary).await;
+    let (result, printed) = tideway(
+        &client,
+        &[
+            "release",
+            "start",
+            "web",
+            "--version",
+            "3",
+            "--strategy",
+            "canary",
+            "--steps",
+            "20",
+            "--wait",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    result.unwrap();
+    let last: Release = serde_json::from_str(&printed.out).unwrap();
+    assert_eq!((last.id, last.state), (7, ReleaseState::Paused));
+    assert!(
+        printed.err.starts_with("Started release 7"),
+        "{}",
+        printed.err
+    );
+    assert!(printed.err.contains("release 7 paused"), "{}", printed.err);
+}
+
+#[tokio::test]
+async fn release_dry_run_prints_the_plan() {
+    let (client, mock) = serve(Scenario::Canary).await;
+    let args = [
+        "release",
+        "start",
+        "web",
+        "--version",
+        "3",
+        "--strategy",
+        "canary",
+        "--steps",
+        "20",
+        "--dry-run",
+    ];
+    let (result, printed) = tideway(&client, &args).await;
+    result.unwrap();
+    assert_eq!(
+        requests(&mock),
+        [format!("POST {PREFIX}/web/releases?dry_run=true")]
+    );
+    let lines: Vec<&str> = printed.out.lines().map(str::trim_end).collect();
+    assert_eq!(
+        lines,
+        [
+            "Plan of v2 → v3 (canary: weights 20%, hold until promoted); nothing was changed:",
+            "STEP  ACTION                WEIGHT  TARGET  STABLE  RULES  WAITS FOR",
+            "1     set weight 20%        20%     1       2       -      ready",
+            "2     pause until promoted  20%     1       2       -      promote",
+            "3     promote               100%    2       0       -      ready",
+        ]
+    );
+
+    let json_args: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
+    let (result, printed) = tideway(&client, &json_args).await;
+    result.unwrap();
+    let plan: Value = serde_json::from_str(&printed.out).unwrap();
+    assert_eq!(plan["steps"][1]["waits_for"], "promote");
+}
+
+#[tokio::test]
+async fn release_start_conflict_shows_code_message_and_a_way_out() {
+    let (client, _mock) = serve(Scenario::Busy).await;
+    let (result, _) = tideway(&client, &["release", "start", "web", "--version", "3"]).await;
+    assert_eq!(
+        format!("{:#}", result.unwrap_err()),
+        "app 'default/web' already has an active release; wait for it or abort it \
+         (release_in_progress)\n\
+         hint: pass --supersede to replace it, or follow it with \
+         `tideway release status web --watch`"
+    );
+}
+
+#[tokio::test]
+async fn release_start_refusal_names_the_field_and_its_flag() {
+    let (client, _mock) = serve(Scenario::Refused).await;
+    let args = [
+        "release",
+        "start",
+        "web",
+        "--version",
+        "3",
+        "--strategy",
+        "canary",
+        "--steps",
+        "50,20",
+    ];
+    let (result, _) = tideway(&client, &args).await;
+    assert_eq!(
+        format!("{:#}", result.unwrap_err()),
+        "strategy.weights: weights must increase (validation_failed)\n\
+         hint: strategy.weights is set by --steps"
+    );
+}
+
+#[tokio::test]
+async fn release_status_shows_the_latest_release() {
+    let (client, mock) = serve(Scenario::Canary).await;
+    let (result, printed) = tideway(&client, &["release", "status", "web"]).await;
+    result.unwrap();
+    assert_eq!(
+        requests(&mock),
+        [format!("GET {PREFIX}/web/releases?limit=1")]
+    );
+    assert!(printed.out.starts_with("Release:   7\n"), "{}", printed.out);
+    assert!(
+        printed.out.contains("\nState:     paused\n"),
+        "{}",
+        printed.out
+    );
+    assert!(
+        printed.out.contains("\nPause:     until promoted\n"),
+        "{}",
+        printed.out
+    );
+    assert!(
+        printed.out.ends_with(
+            "Next: promote it with `tideway release promote web` (--full to finish) or abort \
+             it with `tideway release abort web`\n"
+        ),
+        "{}",
+        printed.out
+    );
+}
+
+#[tokio::test]
+async fn release_status_watch_fails_with_the_release() {
+    let (client, mock) = serve(Scenario::CanaryFails).await;
+    let (result, printed) = tideway(&client, &["release", "status", "web", "--watch"]).await;
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "release 7 failed: analysis failed 1 time; all traffic back to v2"
+    );
+    assert_eq!(
+        requests(&mock),
+        [
+            format!("GET {PREFIX}/web/releases?limit=1"),
+            format!("GET {PREFIX}/web/releases/7"),
+        ]
+    );
+    let lines: Vec<&str> = printed
+        .out
+        .lines()
+        .map(|l| l.get(10..).unwrap_or(l))
+        .collect();
+    assert_eq!(
+        lines[2..],
+        [
+            "check failed: new 120 req, 80.0%, p99 42ms; stable 120 req, 99.5%, p99 42ms — \
+             success rate 80.0% < 99.0%",
+            "release 7 failed: analysis failed 1 time; all traffic back to v2",
+        ][..],
+        "{}",
+        printed.out
+    );
+}
+
+#[tokio::test]
+async fn release_status_watch_rides_out_a_server_error() {
+    let (client, _mock) = serve(Scenario::Flaky).await;
+    let (result, printed) = tideway(&client, &["release", "status", "web", "7", "-w"]).await;
+    result.unwrap();
+    assert_eq!(
+        printed.err,
+        "warning: the store is not reachable (unavailable); retrying\n"
+    );
+    assert!(
+        printed.out.ends_with("release 7 succeeded: done\n"),
+        "{}",
+        printed.out
+    );
+}
+
+#[tokio::test]
+async fn release_promote_finds_the_active_release() {
+    let (client, mock) = serve(Scenario::Canary).await;
+    let (result, printed) = tideway(&client, &["release", "promote", "web", "--full"]).await;
+    result.unwrap();
+    assert_eq!(
+        requests(&mock),
+        [
+            format!("GET {PREFIX}/web/releases?limit=20"),
+            format!("POST {PREFIX}/web/releases/7/promote"),
+        ]
+    );
+    assert_eq!(
+        mock.seen.lock().unwrap().bodies[&format!("POST {PREFIX}/web/releases/7/promote")],
+        json!({"full": true})
+    );
+    assert_eq!(
+        printed.out,
+        "Fully promoted release 7 of default/web: progressing at step 3, weight 50%\n\
+         promoted by request; set weight 50% (step 3 of 5)\n"
+    );
+}
+
+#[tokio::test]
+async fn release_control_conflicts_show_code_and_message() {
+    let (client, mock) = serve(Scenario::Canary).await;
+    let (result, _) = tideway(&client, &["release", "pause", "web", "7"]).await;
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "release 7 is already paused at pause until promoted (step 2 of 5) (release_paused)"
+    );
+    // With an id there is no need to look for the active release.
+    assert_eq!(
+        requests(&mock),
+        [format!("POST {PREFIX}/web/releases/7/pause")]
+    );
+    assert_eq!(
+        mock.seen.lock().unwrap().bodies[&format!("POST {PREFIX}/web/releases/7/pause")],
+        json!({})
+    );
+}
+
+#[tokio::test]
+async fn release_list_shows_newest_first() {
+    let (client, _mock) = serve(Scenario::Canary).await;
+    let (result, printed) = tideway(&client, &["release", "list", "web"]).await;
+    result.unwrap();
+    let lines: Vec<&str> = printed.out.lines().map(str::trim_end).collect();
+    assert_eq!(lines.len(), 3, "{}", printed.out);
+    assert!(
+        lines[0].starts_with("ID  STATE      VERSIONS  STRATEGY   STEP"),
+        "{}",
+        printed.out
+    );
+    assert!(
+        lines[1].starts_with("7   paused     v2 → v3   canary     2     20%"),
+        "{}",
+        printed.out
+    );
+    assert!(
+        lines[2].starts_with("6   succeeded  v2 → v3   immediate  1     0%"),
+        "{}",
+        printed.out
+    );
+}
+
+#[tokio::test]
+async fn rollback_posts_the_version_and_waits() {
+    let (client, mock) = serve(Scenario::Canary).await;
+    let (result, printed) = tideway(&client, &["rollback", "web", "2", "--wait"]).await;
+    result.unwrap();
+    assert_eq!(
+        requests(&mock),
+        [
+            format!("POST {PREFIX}/web/rollback"),
+            format!("GET {PREFIX}/web/releases/8"),
+        ]
+    );
+    assert_eq!(
+        mock.seen.lock().unwrap().bodies[&format!("POST {PREFIX}/web/rollback")],
+        json!({"version": 2})
+    );
+    let lines: Vec<&str> = printed.out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "Rolling back default/web to v2: release 8 (pending)"
+    );
+    assert!(
+        lines[1].ends_with("  release 8 succeeded: v2 has all 2 instances ready"),
+        "{}",
+        printed.out
+    );
+
+    // Without a version the server picks one; the body stays empty.
+    let (client, mock) = serve(Scenario::Canary).await;
+    let (result, printed) = tideway(&client, &["rollback", "web"]).await;
+    result.unwrap();
+    assert_eq!(
+        mock.seen.lock().unwrap().bodies[&format!("POST {PREFIX}/web/rollback")],
+        json!({})
+    );
+    assert!(
+        printed
+            .out
+            .ends_with("follow it with `tideway release status web --watch`\n"),
+        "{}",
+        printed.out
+    );
+}
+
+#[tokio::test]
+async fn deploy_sends_the_strategy() {
+    let (client, mock) = serve(Scenario::Stuck).await;
+    let dir = app_dir();
+    let mut opts = deploy_opts(dir.path(), None, false, Duration::from_secs(30));
+    opts.strategy = Some(json!({"type": "batch", "batches": 2}));
+    deploy::run(&client, opts).await.unwrap();
+    assert_eq!(
+        mock.seen.lock().unwrap().bodies[&format!("POST {PREFIX}/web/releases")],
+        json!({"target_version": 3, "strategy": {"type": "batch", "batches": 2}})
+    );
 }

@@ -175,6 +175,86 @@ async fn scale_to_zero_and_back_on_the_next_request() {
     assert!(desired(&s, "nap").await >= 1);
 }
 
+/// An app's instance exporting `queue_length` with the real OpenTelemetry SDK, tagged with
+/// the instance id the platform gives it (`service.instance.id`).
+fn queue_exporter(
+    otlp_url: &str,
+    instance: &str,
+    value: f64,
+) -> opentelemetry_sdk::metrics::SdkMeterProvider {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(otlp_url)
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter)
+        .with_interval(Duration::from_millis(500))
+        .build();
+    let resource = opentelemetry_sdk::Resource::builder_empty()
+        .with_service_name("worker")
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.instance.id",
+            instance.to_owned(),
+        ))
+        .build();
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(reader)
+        .with_resource(resource)
+        .build();
+    let meter = provider.meter("worker");
+    let _gauge = meter
+        .f64_observable_gauge("queue_length")
+        .with_callback(move |g| g.observe(value, &[]))
+        .build();
+    provider
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_metric_over_otlp_drives_the_count() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    deploy_hello(&s, "worker", 1, 1).await;
+    let instances = s.get(&format!("{APPS}/worker/instances")).await;
+    let instance = instances.body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("{APPS}/worker/autoscaling"),
+            Some(json!({
+                "min": 1, "max": 6,
+                "metrics": [{"type": "custom", "name": "queue_length", "target": 10}],
+                "stable_window_secs": 10
+            })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // A queue of 35 items at 10 per instance asks for 4 instances.
+    let provider = queue_exporter(&s.otlp_url, &instance, 35.0);
+    let took = wait_until(
+        "desired 4 from the custom metric",
+        Duration::from_secs(30),
+        || async { desired(&s, "worker").await == 4 },
+    )
+    .await;
+    println!(
+        "FIGURE custom metric exported → desired 4: {} ms",
+        took.as_millis()
+    );
+    let status = s.get(&format!("{APPS}/worker/autoscaling/status")).await;
+    let reading = &status.body["decisions"][0]["reason"]["metrics"][0];
+    assert_eq!(reading["type"], "custom");
+    assert_eq!(reading["name"], "queue_length");
+    tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_errors_name_the_field() {
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
