@@ -297,3 +297,69 @@ async fn policy_errors_name_the_field() {
         }
     }
 }
+
+/// The benchmark of the real system's reaction (run by `bench/autoscaler.sh`, not CI):
+/// over several load steps, the time from the step to the first scale-up decision and to
+/// the first new instance being ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run with bench/autoscaler.sh"]
+async fn reaction_time_over_runs() {
+    let runs: usize = std::env::var("TIDEWAY_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    deploy_hello(&s, "bench", 1, 1).await;
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("{APPS}/bench/autoscaling"),
+            Some(json!({
+                "min": 1, "max": 10,
+                "metrics": [{"type": "concurrency", "target": 5}],
+                "stable_window_secs": 10
+            })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (mut decisions, mut readies) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        wait_until(
+            "back to one ready instance",
+            Duration::from_secs(90),
+            || async { desired(&s, "bench").await == 1 && ready(&s, "bench").await == 1 },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let step = Instant::now();
+        load(&s, "bench.default.localhost", 40, stop.clone());
+        let decided = wait_until("a scale-up decision", Duration::from_secs(10), || async {
+            desired(&s, "bench").await > 1
+        })
+        .await;
+        let first_ready = wait_until("a new instance ready", Duration::from_secs(30), || async {
+            ready(&s, "bench").await > 1
+        })
+        .await;
+        println!(
+            "run {run}: load step → decision {} ms, → first new instance ready {} ms",
+            decided.as_millis(),
+            (decided + first_ready).as_millis()
+        );
+        let _ = step;
+        decisions.push(decided);
+        readies.push(decided + first_ready);
+        stop.store(true, Ordering::Relaxed);
+    }
+    decisions.sort();
+    readies.sort();
+    let median = |v: &[Duration]| v[v.len() / 2].as_millis();
+    println!(
+        "reaction over {runs} runs: decision median {} ms (max {} ms); first new instance ready median {} ms (max {} ms) — Knative decides every 2 s, HPA every 15 s",
+        median(&decisions),
+        decisions.last().unwrap().as_millis(),
+        median(&readies),
+        readies.last().unwrap().as_millis()
+    );
+}
