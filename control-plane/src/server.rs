@@ -81,6 +81,10 @@ pub struct ServerConfig {
     /// a free port). Instances get it as `OTEL_EXPORTER_OTLP_ENDPOINT`.
     #[arg(long, env = "TIDEWAY_OTLP_ADDR", default_value = "127.0.0.1:4317")]
     pub otlp_addr: SocketAddr,
+    /// How long a stopping instance stays up after it left the gateway and the service
+    /// registries, before SIGTERM (so consumers stop calling it first).
+    #[arg(long, env = "TIDEWAY_DRAIN_DELAY_MS", default_value_t = 1000)]
+    pub drain_delay_ms: u64,
     /// How long the gateway waits for an instance's response headers (then 504).
     #[arg(long, env = "TIDEWAY_UPSTREAM_TIMEOUT_SECS", default_value_t = 60)]
     pub upstream_timeout_secs: u64,
@@ -151,6 +155,7 @@ impl Server {
                 stop_grace: Duration::from_secs(config.stop_grace_secs),
                 log_max_bytes: 10 * MIB,
                 log_files: 3,
+                drain_delay: Duration::from_millis(config.drain_delay_ms),
                 platform_env: [(
                     "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
                     format!("http://{}", otlp.local_addr()),

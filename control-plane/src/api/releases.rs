@@ -228,25 +228,34 @@ async fn apply_control(
 ) -> Result<Json<Release>, ApiError> {
     p.authorize(Action::Deploy, Some(path.ns.as_str()))?;
     let id = release_id(segments)?;
-    let release = s.store.get_release(&path.ns, &path.app, id).await?;
-    let record = s.store.get_app(&path.ns, &path.app).await?;
-    let ctx = context_of(&record.app, &release);
-    let transition =
-        tideway_rollout::control(&release, &ctx, control, s.clock.now()).map_err(|e| {
-            ApiError::Conflict {
+    // The reconciler may move the release between our read and our write; the control then
+    // applies to the release as it is now, a few times before giving up.
+    let mut attempts = 0;
+    loop {
+        let release = s.store.get_release(&path.ns, &path.app, id).await?;
+        let record = s.store.get_app(&path.ns, &path.app).await?;
+        let ctx = context_of(&record.app, &release);
+        let transition = tideway_rollout::control(&release, &ctx, control, s.clock.now())
+            .map_err(|e| ApiError::Conflict {
                 code: e.code,
                 message: e.message,
+            })?;
+        let event = NewEvent::new(transition.kind, &p.name, transition.reason.clone())
+            .app(path.ns.as_str(), path.app.as_str())
+            .details(json!({"release": id, "inputs": transition.details}));
+        match s
+            .store
+            .transition_release(id, release.generation, &transition, event)
+            .await
+        {
+            Ok(updated) => {
+                wake_all(s);
+                return Ok(Json(updated));
             }
-        })?;
-    let event = NewEvent::new(transition.kind, &p.name, transition.reason.clone())
-        .app(path.ns.as_str(), path.app.as_str())
-        .details(json!({"release": id, "inputs": transition.details}));
-    let updated = s
-        .store
-        .transition_release(id, release.generation, &transition, event)
-        .await?;
-    wake_all(s);
-    Ok(Json(updated))
+            Err(StoreError::PreconditionFailed { .. }) if attempts < 5 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/apps/{app}/rollback", tag = "releases",

@@ -70,6 +70,9 @@ pub struct LocalConfig {
     pub log_max_bytes: u64,
     /// Rotated output files kept per instance.
     pub log_files: usize,
+    /// How long a drained instance keeps running (out of the gateway and the registries)
+    /// before SIGTERM, like a Kubernetes preStop sleep.
+    pub drain_delay: Duration,
     /// Variables the platform gives every instance it starts (e.g. the OTLP endpoint).
     /// Not part of a workload's definition, so changing them never restarts instances.
     pub platform_env: BTreeMap<String, String>,
@@ -84,6 +87,7 @@ impl LocalConfig {
             stop_grace: Duration::from_secs(10),
             log_max_bytes: 10 * 1024 * 1024,
             log_files: 3,
+            drain_delay: Duration::ZERO,
             platform_env: BTreeMap::new(),
         }
     }
@@ -295,6 +299,9 @@ struct Stop {
     intent: StopIntent,
     term_sent: Option<Instant>,
     killed: bool,
+    /// A drained instance gets SIGTERM only from here on: the gateway and the service
+    /// registries take it out first, so no consumer calls it while it stops.
+    term_after: Option<Instant>,
 }
 
 /// Where the current run of an instance is, derived from its record.
@@ -711,7 +718,8 @@ impl Supervisor {
 
     // ---- stopping ------------------------------------------------------------------------
 
-    fn begin_drain(&mut self, id: &str, reason: String, now: DateTime<Utc>) {
+    fn begin_drain(&mut self, id: &str, reason: String, now: DateTime<Utc>, mono: Instant) {
+        let drain_delay = self.config.drain_delay;
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };
@@ -725,6 +733,7 @@ impl Supervisor {
                 intent: StopIntent::Drain,
                 term_sent: None,
                 killed: false,
+                term_after: Some(mono + drain_delay),
             },
         });
         slot.set_state(InstanceState::Draining, now);
@@ -765,6 +774,7 @@ impl Supervisor {
         }
         let Some(app) = slot.rec.app_proc else { return };
         match stop.term_sent {
+            None if stop.term_after.is_some_and(|t| mono < t) => {}
             None => {
                 // Tells the shim to let the group finish instead of killing it when the main
                 // process (often `sh`) exits first.
@@ -857,7 +867,7 @@ impl Supervisor {
                         },
                         None => continue,
                     };
-                    self.begin_drain(&id, reason, now);
+                    self.begin_drain(&id, reason, now, mono);
                 }
             }
         }
@@ -1157,6 +1167,7 @@ impl Supervisor {
                     intent: StopIntent::Restart,
                     term_sent: None,
                     killed: false,
+                    term_after: None,
                 });
             }
             HealthVerdict::Unchanged => {}
