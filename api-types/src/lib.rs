@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod name;
+mod registry;
 mod release;
 mod scaling;
 
+pub use registry::*;
 pub use release::*;
 pub use scaling::*;
 
@@ -89,6 +91,10 @@ pub struct App {
     /// Path prefixes that reach the app on any host without a host route.
     #[serde(default)]
     pub path_prefixes: Vec<String>,
+    /// Service registries the app's instances appear in; empty means the built-in
+    /// registry, registered by the platform under the app's name.
+    #[serde(default)]
+    pub registries: Vec<RegistryBinding>,
     /// The version serving traffic, once a release has succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<u32>,
@@ -113,6 +119,8 @@ pub struct AppCreate {
     pub domains: Vec<String>,
     #[serde(default)]
     pub path_prefixes: Vec<String>,
+    #[serde(default)]
+    pub registries: Vec<RegistryBinding>,
 }
 
 /// Merge-style update: absent fields are left as they are.
@@ -127,6 +135,8 @@ pub struct AppPatch {
     pub domains: Option<Vec<String>>,
     #[serde(default)]
     pub path_prefixes: Option<Vec<String>>,
+    #[serde(default)]
+    pub registries: Option<Vec<RegistryBinding>>,
 }
 
 /// How an instance is started.

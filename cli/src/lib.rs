@@ -372,6 +372,7 @@ async fn apps(args: AppsArgs) -> anyhow::Result<()> {
                 replicas,
                 domains: Vec::new(),
                 path_prefixes: Vec::new(),
+                registries: Vec::new(),
             };
             let raw = client.post(&["namespaces", ns, "apps"], &body).await?;
             show(output, raw, |a: App| {

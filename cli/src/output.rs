@@ -721,6 +721,7 @@ mod tests {
             replicas: 2,
             domains: Vec::new(),
             path_prefixes: Vec::new(),
+            registries: Vec::new(),
             current_version: None,
             created_at: now() - Duration::hours(2),
             updated_at: now(),

@@ -90,6 +90,14 @@ async fn serve(config: ServerConfig, log_format: LogFormat) -> anyhow::Result<()
     );
     println!("tideway: grpc listening on http://{}", server.grpc_addr()?);
     println!("tideway: otlp listening on http://{}", server.otlp_addr());
+    println!(
+        "tideway: eureka listening on http://{}/eureka/",
+        server.eureka_addr()
+    );
+    println!(
+        "tideway: consul listening on http://{}",
+        server.consul_addr()
+    );
     println!("tideway: api listening on http://{addr}");
     tracing::info!(%addr, "ServerStarted");
     let shutdown = CancellationToken::new();

@@ -28,6 +28,7 @@ use crate::layout::Layout;
 use crate::reconcile::autoscale::{Autoscaler, ScaleBoard, ScalingStatus};
 use crate::reconcile::build::BuildReconciler;
 use crate::reconcile::metrics::MetricsRollup;
+use crate::reconcile::registry::{Bridge, BridgeView};
 use crate::reconcile::release::ReleaseReconciler;
 use crate::reconcile::routes::RouteBuilder;
 use crate::reconcile::runtime::{record_events, RuntimeReconciler};
@@ -37,6 +38,7 @@ use crate::store::sql::SqlStore;
 use crate::store::{Store, StoreError};
 use crate::telemetry::HttpMetrics;
 use tideway_custom_metrics::{CustomMetrics, OtlpReceiver};
+use tideway_registry_bridge::{BuiltinRegistry, Registry, RegistryConfig};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -81,6 +83,16 @@ pub struct ServerConfig {
     /// a free port). Instances get it as `OTEL_EXPORTER_OTLP_ENDPOINT`.
     #[arg(long, env = "TIDEWAY_OTLP_ADDR", default_value = "127.0.0.1:4317")]
     pub otlp_addr: SocketAddr,
+    /// Address of the built-in registry's Eureka REST API (`/eureka/` and `/eureka/v2/`;
+    /// port 0 picks a free port).
+    #[arg(long, env = "TIDEWAY_EUREKA_ADDR", default_value = "127.0.0.1:8761")]
+    pub eureka_addr: SocketAddr,
+    /// Address of the built-in registry's Consul HTTP API (discovery subset).
+    #[arg(long, env = "TIDEWAY_CONSUL_ADDR", default_value = "127.0.0.1:8500")]
+    pub consul_addr: SocketAddr,
+    /// ACL token the built-in Consul API requires for writes (none by default).
+    #[arg(long, env = "TIDEWAY_CONSUL_TOKEN")]
+    pub consul_token: Option<String>,
     /// How long a stopping instance stays up after it left the gateway and the service
     /// registries, before SIGTERM (so consumers stop calling it first).
     #[arg(long, env = "TIDEWAY_DRAIN_DELAY_MS", default_value_t = 1000)]
@@ -99,6 +111,9 @@ pub struct Server {
     activations: mpsc::Receiver<Activation>,
     otlp: OtlpReceiver,
     custom_metrics: Arc<CustomMetrics>,
+    builtin_registry: BuiltinRegistry,
+    /// The built-in registry's model, where the bridge registers the platform's instances.
+    registry: Arc<Registry>,
     /// The autoscaler's counts for non-serving versions, read by the runtime reconciler.
     board: Arc<ScaleBoard>,
     build_timeout: Duration,
@@ -146,6 +161,19 @@ impl Server {
         let otlp = OtlpReceiver::bind(config.otlp_addr, custom_metrics.clone())
             .await
             .with_context(|| format!("binding the OTLP receiver to {}", config.otlp_addr))?;
+        let registry = Registry::new(RegistryConfig {
+            consul_acl_token: config.consul_token.clone(),
+            ..RegistryConfig::default()
+        });
+        let builtin_registry =
+            BuiltinRegistry::bind(registry.clone(), config.eureka_addr, config.consul_addr)
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding the built-in registry to {} (Eureka) and {} (Consul)",
+                        config.eureka_addr, config.consul_addr
+                    )
+                })?;
         let layout = Layout::new(config.data_dir.clone());
         let runtime_shutdown = CancellationToken::new();
         let runtime: Arc<dyn RuntimeDriver> = LocalDriver::start(
@@ -205,6 +233,11 @@ impl Server {
             routes_wake: Arc::new(Notify::new()),
             gateway_metrics: gateway.metrics(),
             scaling: Arc::new(ScalingStatus::default()),
+            bridge: Arc::new(BridgeView::new(
+                registry.clone(),
+                format!("http://{}/eureka/", builtin_registry.eureka_addr()),
+                format!("http://{}", builtin_registry.consul_addr()),
+            )),
         });
 
         Ok(Server {
@@ -216,6 +249,8 @@ impl Server {
             activations,
             otlp,
             custom_metrics,
+            builtin_registry,
+            registry,
             board,
             build_timeout: Duration::from_secs(config.build_timeout_secs),
             runtime_shutdown,
@@ -238,6 +273,14 @@ impl Server {
         self.otlp.local_addr()
     }
 
+    pub fn eureka_addr(&self) -> SocketAddr {
+        self.builtin_registry.eureka_addr()
+    }
+
+    pub fn consul_addr(&self) -> SocketAddr {
+        self.builtin_registry.consul_addr()
+    }
+
     /// Serves until `shutdown` fires, then drains requests and stops background tasks.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let st = &self.state;
@@ -249,6 +292,7 @@ impl Server {
             runtime: st.runtime.clone(),
             layout: st.layout.clone(),
             board: self.board.clone(),
+            bridge: st.bridge.clone(),
             wake: st.runtime_wake.clone(),
         };
         tasks.spawn(runtime.run(shutdown.clone()));
@@ -294,6 +338,21 @@ impl Server {
             st.release_wake.clone(),
         );
         tasks.spawn(autoscaler.run(self.activations, shutdown.clone()));
+        let bridge = Bridge::new(
+            st.store.clone(),
+            st.runtime.clone(),
+            self.registry.clone(),
+            st.bridge.clone(),
+            st.clock.clone(),
+        );
+        tasks.spawn(bridge.run(st.runtime.subscribe(), shutdown.clone()));
+        let builtin_registry = self.builtin_registry;
+        let registry_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = builtin_registry.run(registry_shutdown).await {
+                tracing::error!(%error, "BuiltinRegistryFailed");
+            }
+        });
         let otlp = self.otlp;
         let otlp_shutdown = shutdown.clone();
         tasks.spawn(async move {

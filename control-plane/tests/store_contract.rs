@@ -311,6 +311,7 @@ fn app_create(name: &str, replicas: Option<u32>) -> AppCreate {
         replicas,
         domains: Vec::new(),
         path_prefixes: Vec::new(),
+        registries: Vec::new(),
     }
 }
 

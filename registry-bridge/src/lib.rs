@@ -29,18 +29,44 @@
 //!   blocking on `/v1/agent/service/:id`, no wait jitter, no `/v1/catalog/register`, KV
 //!   or sessions; check output-only changes do not move the index.
 //!
-//! **Later (not built yet):** the bridge's pure core
-//! `diff(desired, observed) -> Vec<RegistryOp>` with its reconcile loop, and the outbound
-//! Eureka and Consul clients that register the platform's instances in *external*
-//! registries (see `shared/reference/registries.md` §3.4 for the sync rules).
+//! **Outbound side.** The bridge also registers the platform's instances in *external*
+//! registries and copies services between registries:
+//!
+//! * [`client`]: typed clients for real Consul ([`ConsulClient`]) and Eureka
+//!   ([`EurekaClient`]), hand-written on `reqwest` with rustls. *Why not a crate:*
+//!   `consul-rs` pulls libcurl and OpenSSL and is unmaintained since 2021, `consul` 0.4 is
+//!   blocking, OpenSSL-based and cannot register services, and `rs-consul` (maintained)
+//!   has no `/v1/agent/*` endpoints — no agent registration, TTL check updates or
+//!   maintenance — and does not read service `Meta`; a thin client over the dozen
+//!   endpoints we use has the same dependency weight, no OpenSSL, and one HTTP stack
+//!   shared with Eureka, for which no adequate Rust client exists at all.
+//! * [`diff()`]: the pure core, `diff(desired, observed) -> Vec<RegistryOp>`, touching only
+//!   entries carrying the owner's marker (`tideway-managed=true`,
+//!   `tideway-bridge=<connector>`).
+//! * [`Connector`]: the level-triggered reconciler around it — observe, diff, apply, send
+//!   due heartbeats (Eureka renewals every 30 s, Consul TTL passes) — with exponential
+//!   backoff (0.5 s → 30 s) while a registry is unreachable, converging exactly once it
+//!   returns. Consul entries carry a TTL check the connector passes while the instance
+//!   is ready (see [`remote`] for why TTL and not HTTP); draining instances are taken out
+//!   first (Eureka `OUT_OF_SERVICE` override, Consul maintenance) and deregistered once
+//!   they leave the desired set.
+//! * [`SyncJob`]: one-way registry-to-registry copies of selected services, marked with
+//!   their origin; copies are never copied again, so two opposite jobs do not loop (see
+//!   [`sync`]).
 
 pub mod builtin;
 pub mod check;
+pub mod client;
 pub mod clock;
+pub mod connector;
 pub mod consul;
+pub mod desired;
+pub mod diff;
 mod error;
 pub mod eureka;
 pub mod model;
+pub mod remote;
+pub mod sync;
 mod text;
 
 pub use builtin::{BuiltinRegistry, RequestStats};
@@ -49,4 +75,19 @@ pub use error::Error;
 pub use model::{
     InstanceStatus, Origin, PlatformInstance, RegisteredInstance, Registry, RegistryConfig,
     TickOutcome,
+};
+
+pub use client::consul::{ConsulClient, ConsulConfig};
+pub use client::eureka::{EurekaClient, EurekaConfig};
+pub use client::ClientError;
+pub use connector::{
+    Backoff, Connector, ConnectorConfig, ConnectorStatus, ConvergeReport, ErrorInfo,
+    HeartbeatSummary, OpResult, PassOutcome,
+};
+pub use desired::{DesiredRegistration, InstanceIdentity, Lane, ObservedRegistration, Owner};
+pub use diff::{diff, DeregisterReason, Field, RegistryOp};
+pub use remote::{Remote, RemoteKind};
+pub use sync::{
+    plan_copies, CopyPlan, LagSample, SkipCounts, SyncJob, SyncReport, SyncSpec, SyncState,
+    SyncStatus,
 };

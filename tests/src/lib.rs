@@ -56,6 +56,10 @@ pub struct TestServer {
     pub grpc_url: String,
     /// Where apps send OTLP metrics.
     pub otlp_url: String,
+    /// The built-in registry's Eureka base URL (ends in `/eureka/`).
+    pub eureka_url: String,
+    /// The built-in registry's Consul HTTP API.
+    pub consul_url: String,
     pub token: String,
     pub data_dir: tempfile::TempDir,
     /// The PostgreSQL database URL, when that is the backend.
@@ -127,6 +131,8 @@ impl TestServer {
             gateway_url: String::new(),
             grpc_url: String::new(),
             otlp_url: String::new(),
+            eureka_url: String::new(),
+            consul_url: String::new(),
             token: String::new(),
             data_dir,
             database_url,
@@ -148,16 +154,21 @@ impl TestServer {
         let mut cmd = Command::new(tideway_bin());
         cmd.arg("server")
             .arg("--data-dir")
-            .arg(self.data_dir.path())
-            .arg("--api-addr")
-            .arg("127.0.0.1:0")
-            .arg("--gateway-addr")
-            .arg("127.0.0.1:0")
-            .arg("--grpc-addr")
-            .arg("127.0.0.1:0")
-            .arg("--otlp-addr")
-            .arg("127.0.0.1:0")
-            .args(&self.extra_args)
+            .arg(self.data_dir.path());
+        // Every listener on a free port, unless the test pins it in its extra arguments.
+        for flag in [
+            "--api-addr",
+            "--gateway-addr",
+            "--grpc-addr",
+            "--otlp-addr",
+            "--eureka-addr",
+            "--consul-addr",
+        ] {
+            if !self.extra_args.iter().any(|a| a == flag) {
+                cmd.arg(flag).arg("127.0.0.1:0");
+            }
+        }
+        cmd.args(&self.extra_args)
             .env("TIDEWAY_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -188,6 +199,12 @@ impl TestServer {
                 }
                 if let Some(url) = line.strip_prefix("tideway: otlp listening on ") {
                     self.otlp_url = url.trim().to_owned();
+                }
+                if let Some(url) = line.strip_prefix("tideway: eureka listening on ") {
+                    self.eureka_url = url.trim().to_owned();
+                }
+                if let Some(url) = line.strip_prefix("tideway: consul listening on ") {
+                    self.consul_url = url.trim().to_owned();
                 }
                 if let Some(url) = line.strip_prefix("tideway: api listening on ") {
                     return anyhow::Ok(Some(url.trim().to_owned()));

@@ -24,6 +24,7 @@ use super::{AppState, CommonErrors};
 use crate::domain::event::NewEvent;
 use crate::domain::name::Name;
 use crate::domain::policy::validate_policy;
+use crate::domain::registry::{validate_bindings, BUILTIN};
 use crate::domain::spec::{
     validate_description, validate_domains, validate_labels, validate_path_prefixes,
     validate_replicas,
@@ -33,7 +34,7 @@ use crate::domain::traffic::validate_traffic;
 use crate::domain::Invalid;
 use crate::reconcile::autoscale;
 use crate::runtime::LogQuery;
-use crate::store::{EventFilter, Page as StorePage};
+use crate::store::{EventFilter, Page as StorePage, RegistryObjectKind};
 
 fn wire<T>(page: StorePage<T>) -> Json<Page<T>> {
     Json(Page {
@@ -73,6 +74,7 @@ pub async fn create(
     validate_replicas(body.replicas.unwrap_or(1))?;
     validate_domains(&body.domains)?;
     validate_path_prefixes(&body.path_prefixes)?;
+    ensure_registries_exist(&s, &ns, &body.registries).await?;
     ensure_routes_free(&s, None, &body.domains, &body.path_prefixes).await?;
     let event = NewEvent::new("AppCreated", &p.name, "created through the API")
         .app(ns.as_str(), name.as_str())
@@ -121,6 +123,9 @@ pub async fn patch(
     if let Some(prefixes) = &body.path_prefixes {
         validate_path_prefixes(prefixes)?;
     }
+    if let Some(bindings) = &body.registries {
+        ensure_registries_exist(&s, &path.ns, bindings).await?;
+    }
     if body.domains.is_some() || body.path_prefixes.is_some() {
         let me = (path.ns.to_string(), path.app.to_string());
         ensure_routes_free(
@@ -145,6 +150,9 @@ pub async fn patch(
         if let Some(prefixes) = &body.path_prefixes {
             app.path_prefixes = prefixes.clone();
         }
+        if let Some(bindings) = &body.registries {
+            app.registries = bindings.clone();
+        }
         Ok(
             NewEvent::new("AppUpdated", &actor, "updated through the API")
                 .app(&ns, &app.name)
@@ -153,6 +161,7 @@ pub async fn patch(
                     "labels": body.labels,
                     "domains": body.domains,
                     "path_prefixes": body.path_prefixes,
+                    "registries": body.registries,
                 })),
         )
     };
@@ -161,6 +170,7 @@ pub async fn patch(
         .update_app(&path.ns, &path.app, expected, &change)
         .await?;
     s.routes_wake.notify_one();
+    s.bridge.wake();
     Ok((etag(app.generation), Json(app)))
 }
 
@@ -626,6 +636,31 @@ pub async fn autoscaling_status(
         s.scaling.versions(record.id),
         decisions,
     )))
+}
+
+/// Refuses bindings to registries the namespace does not have.
+async fn ensure_registries_exist(
+    s: &AppState,
+    ns: &Name,
+    bindings: &[tideway_api_types::RegistryBinding],
+) -> Result<(), ApiError> {
+    validate_bindings(bindings)?;
+    let known: Vec<String> = s
+        .store
+        .list_registry_objects(Some(ns), RegistryObjectKind::Connection)
+        .await?
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    for (i, b) in bindings.iter().enumerate() {
+        if b.registry != BUILTIN && !known.contains(&b.registry) {
+            return Err(ApiError::Validation(Invalid::new(
+                format!("registries[{i}].registry"),
+                format!("the namespace has no registry connection '{}'", b.registry),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses domains or path prefixes another app already claims (`except` is the app being

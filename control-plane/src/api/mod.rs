@@ -9,6 +9,7 @@ pub mod events;
 pub mod extract;
 pub mod namespaces;
 pub mod params;
+pub mod registries;
 pub mod releases;
 pub mod tokens;
 
@@ -55,6 +56,8 @@ pub struct AppState {
     pub gateway_metrics: Arc<tideway_gateway::GatewayMetrics>,
     /// The autoscaler's live view, for the status endpoint.
     pub scaling: Arc<crate::reconcile::autoscale::ScalingStatus>,
+    /// The registry bridge's view (connections' status, what registries hold).
+    pub bridge: Arc<crate::reconcile::registry::BridgeView>,
 }
 
 /// Largest JSON body accepted by `/api/v1`.
@@ -103,6 +106,9 @@ pub enum CommonErrors {
         releases::resume, releases::abort, releases::rollback,
         apps::list_instances, apps::logs, apps::get_scale, apps::put_scale,
         apps::get_autoscaling, apps::put_autoscaling, apps::autoscaling_status, apps::get_traffic, apps::put_traffic, apps::metrics,
+        registries::list, registries::create, registries::get, registries::delete,
+        registries::instances, registries::list_sync, registries::create_sync,
+        registries::delete_sync,
         tokens::list, tokens::create, tokens::revoke,
         events::list,
         healthz, readyz, metrics,
@@ -138,6 +144,26 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(namespaces::get)
                 .patch(namespaces::patch)
                 .delete(namespaces::delete),
+        )
+        .route(
+            "/namespaces/{ns}/registries",
+            get(registries::list).post(registries::create),
+        )
+        .route(
+            "/namespaces/{ns}/registries/sync",
+            get(registries::list_sync).post(registries::create_sync),
+        )
+        .route(
+            "/namespaces/{ns}/registries/sync/{name}",
+            delete(registries::delete_sync),
+        )
+        .route(
+            "/namespaces/{ns}/registries/{name}",
+            get(registries::get).delete(registries::delete),
+        )
+        .route(
+            "/namespaces/{ns}/registries/{name}/instances",
+            get(registries::instances),
         )
         .route("/namespaces/{ns}/apps", get(apps::list).post(apps::create))
         .route(app, get(apps::get).patch(apps::patch).delete(apps::delete))

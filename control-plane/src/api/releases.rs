@@ -235,10 +235,12 @@ async fn apply_control(
         let release = s.store.get_release(&path.ns, &path.app, id).await?;
         let record = s.store.get_app(&path.ns, &path.app).await?;
         let ctx = context_of(&record.app, &release);
-        let transition = tideway_rollout::control(&release, &ctx, control, s.clock.now())
-            .map_err(|e| ApiError::Conflict {
-                code: e.code,
-                message: e.message,
+        let transition =
+            tideway_rollout::control(&release, &ctx, control, s.clock.now()).map_err(|e| {
+                ApiError::Conflict {
+                    code: e.code,
+                    message: e.message,
+                }
             })?;
         let event = NewEvent::new(transition.kind, &p.name, transition.reason.clone())
             .app(path.ns.as_str(), path.app.as_str())

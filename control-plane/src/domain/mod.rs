@@ -6,6 +6,7 @@ pub mod event;
 pub mod name;
 pub mod placement;
 pub mod policy;
+pub mod registry;
 pub mod release;
 pub mod spec;
 pub mod token;

@@ -5,6 +5,7 @@
 pub mod autoscale;
 pub mod build;
 pub mod metrics;
+pub mod registry;
 pub mod release;
 pub mod routes;
 pub mod runtime;

@@ -144,6 +144,7 @@ mod tests {
                     replicas: 2,
                     domains: vec!["shop.example.com".into()],
                     path_prefixes: vec!["/shop".into()],
+                    registries: Vec::new(),
                     current_version: current,
                     created_at: Utc::now(),
                     updated_at: Utc::now(),

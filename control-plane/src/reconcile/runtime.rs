@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::event::NewEvent;
 use crate::domain::placement::place;
+use crate::domain::registry::{self_env, Directory};
 use crate::layout::Layout;
 use crate::reconcile::autoscale::ScaleBoard;
+use crate::reconcile::registry::BridgeView;
 use crate::runtime::{RuntimeDriver, RuntimeEvent, Workload};
 use crate::store::{AppRouting, Store};
 
@@ -24,6 +26,7 @@ pub struct RuntimeReconciler {
     pub runtime: Arc<dyn RuntimeDriver>,
     pub layout: Layout,
     pub board: Arc<ScaleBoard>,
+    pub bridge: Arc<BridgeView>,
     pub wake: Arc<Notify>,
 }
 
@@ -35,9 +38,14 @@ impl RuntimeReconciler {
             .routing_state()
             .await
             .map_err(|e| e.to_string())?;
+        let directory = self
+            .bridge
+            .directory(self.store.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(apps
             .iter()
-            .flat_map(|app| workloads_of(app, &self.layout, &self.board))
+            .flat_map(|app| workloads_of(app, &self.layout, &self.board, &directory))
             .collect())
     }
 
@@ -55,7 +63,12 @@ impl RuntimeReconciler {
 /// The workloads of one app: every version its placement runs (see
 /// [`crate::domain::placement`]), at the autoscaler's count where it decided one. Versions
 /// still building or failed are left out.
-pub fn workloads_of(app: &AppRouting, layout: &Layout, board: &ScaleBoard) -> Vec<Workload> {
+pub fn workloads_of(
+    app: &AppRouting,
+    layout: &Layout,
+    board: &ScaleBoard,
+    registries: &Directory,
+) -> Vec<Workload> {
     let placement = place(app);
     app.versions
         .iter()
@@ -70,7 +83,11 @@ pub fn workloads_of(app: &AppRouting, layout: &Layout, board: &ScaleBoard) -> Ve
                 replicas,
                 dir: layout.version_dir(app.record.id, v.number),
                 command: v.run.command.clone(),
-                env: v.env.clone(),
+                env: {
+                    let mut env = v.env.clone();
+                    env.extend(self_env(app, v.number, registries));
+                    env
+                },
                 port: v.port,
                 health: v.health.clone(),
                 resources: v.resources.clone(),

@@ -103,6 +103,31 @@ pub struct ReleaseRecord {
     pub release: Release,
 }
 
+/// Which registry objects a row holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryObjectKind {
+    Connection,
+    Sync,
+}
+
+impl RegistryObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryObjectKind::Connection => "connection",
+            RegistryObjectKind::Sync => "sync",
+        }
+    }
+}
+
+/// A stored registry connection or sync job, as created (secrets included).
+#[derive(Debug, Clone)]
+pub struct RegistryObject {
+    pub namespace: String,
+    pub name: String,
+    pub spec: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
 /// What to filter the event log by.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -299,6 +324,29 @@ pub trait Store: Send + Sync + 'static {
     /// The live (unrevoked) token with this secret hash.
     async fn principal_by_hash(&self, secret_hash: &str) -> StoreResult<Option<Principal>>;
     async fn count_tokens(&self) -> StoreResult<i64>;
+
+    /// Creates a registry connection or sync job; `AlreadyExists` when the name is taken.
+    async fn create_registry_object(
+        &self,
+        ns: &Name,
+        kind: RegistryObjectKind,
+        name: &Name,
+        spec: &serde_json::Value,
+        event: NewEvent,
+    ) -> StoreResult<RegistryObject>;
+    /// Every object of `kind`, in `ns` or in all namespaces.
+    async fn list_registry_objects(
+        &self,
+        ns: Option<&Name>,
+        kind: RegistryObjectKind,
+    ) -> StoreResult<Vec<RegistryObject>>;
+    async fn delete_registry_object(
+        &self,
+        ns: &Name,
+        kind: RegistryObjectKind,
+        name: &Name,
+        event: NewEvent,
+    ) -> StoreResult<()>;
 
     async fn append_event(&self, event: NewEvent) -> StoreResult<i64>;
     async fn list_events(&self, filter: &EventFilter) -> StoreResult<Page<Event>>;

@@ -23,8 +23,9 @@ use tideway_api_types::{
 };
 
 use super::{
-    AppChange, AppRecord, AppRouting, EventFilter, MinuteMetrics, Page, PageRequest, ReleaseRecord,
-    Store, StoreError, StoreResult, VersionRecord,
+    AppChange, AppRecord, AppRouting, EventFilter, MinuteMetrics, Page, PageRequest,
+    RegistryObject, RegistryObjectKind, ReleaseRecord, Store, StoreError, StoreResult,
+    VersionRecord,
 };
 use crate::clock::Clock;
 use crate::domain::event::NewEvent;
@@ -125,6 +126,8 @@ struct Routing {
     domains: Vec<String>,
     #[serde(default)]
     path_prefixes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    registries: Vec<tideway_api_types::RegistryBinding>,
 }
 
 fn app_from_row(row: &AnyRow) -> StoreResult<AppRecord> {
@@ -140,6 +143,7 @@ fn app_from_row(row: &AnyRow) -> StoreResult<AppRecord> {
             replicas: u32_col(row, "replicas")?,
             domains: routing.domains,
             path_prefixes: routing.path_prefixes,
+            registries: routing.registries,
             current_version: current.and_then(|v| u32::try_from(v).ok()),
             created_at: from_ms(get(row, "created_at")?)?,
             updated_at: from_ms(get(row, "updated_at")?)?,
@@ -909,6 +913,7 @@ impl Store for SqlStore {
             .bind(to_json(&Routing {
                 domains: app.domains.clone(),
                 path_prefixes: app.path_prefixes.clone(),
+                registries: app.registries.clone(),
             })?)
             .fetch_one(&mut *tx)
             .await
@@ -987,6 +992,7 @@ impl Store for SqlStore {
             .bind(to_json(&Routing {
                 domains: app.domains.clone(),
                 path_prefixes: app.path_prefixes.clone(),
+                registries: app.registries.clone(),
             })?)
             .execute(&mut *tx)
             .await
@@ -1644,6 +1650,102 @@ impl Store for SqlStore {
             .await
             .map_err(db_err)?;
         get(&row, "n")
+    }
+
+    async fn create_registry_object(
+        &self,
+        ns: &Name,
+        kind: RegistryObjectKind,
+        name: &Name,
+        spec: &serde_json::Value,
+        event: NewEvent,
+    ) -> StoreResult<RegistryObject> {
+        let mut tx = self.begin().await?;
+        Self::namespace_in(&mut *tx, ns, "").await?;
+        let now = self.now();
+        let result = sqlx::query(
+            "INSERT INTO registry_objects (namespace, kind, name, spec, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(ns.as_str())
+        .bind(kind.as_str())
+        .bind(name.as_str())
+        .bind(to_json(spec)?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::AlreadyExists {
+                    kind: "registry object",
+                    name: format!("{ns}/{name}"),
+                })
+            }
+            Err(e) => return Err(db_err(e)),
+        }
+        self.insert_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(RegistryObject {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            spec: spec.clone(),
+            created_at: from_ms(now)?,
+        })
+    }
+
+    async fn list_registry_objects(
+        &self,
+        ns: Option<&Name>,
+        kind: RegistryObjectKind,
+    ) -> StoreResult<Vec<RegistryObject>> {
+        let rows = sqlx::query(
+            "SELECT namespace, name, spec, created_at FROM registry_objects \
+             WHERE kind = $1 AND ($2 = '' OR namespace = $2) ORDER BY namespace, name",
+        )
+        .bind(kind.as_str())
+        .bind(ns.map_or("", |n| n.as_str()))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(RegistryObject {
+                    namespace: get(row, "namespace")?,
+                    name: get(row, "name")?,
+                    spec: from_json(&get::<String>(row, "spec")?, "registry object")?,
+                    created_at: from_ms(get(row, "created_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_registry_object(
+        &self,
+        ns: &Name,
+        kind: RegistryObjectKind,
+        name: &Name,
+        event: NewEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM registry_objects WHERE namespace = $1 AND kind = $2 AND name = $3",
+        )
+        .bind(ns.as_str())
+        .bind(kind.as_str())
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound {
+                kind: "registry object",
+                name: format!("{ns}/{name}"),
+            });
+        }
+        self.insert_event(&mut tx, &event).await?;
+        tx.commit().await.map_err(db_err)
     }
 
     async fn append_event(&self, event: NewEvent) -> StoreResult<i64> {

@@ -1277,6 +1277,13 @@ fn app_env(rec: &InstanceRecord, platform: BTreeMap<String, String>) -> BTreeMap
     env.insert("TIDEWAY_APP".into(), rec.app.clone());
     env.insert("TIDEWAY_VERSION".into(), rec.version.to_string());
     env.insert("TIDEWAY_INSTANCE".into(), rec.id.clone());
+    // Kubernetes-style references: a value may name the instance it runs as (e.g. the
+    // registry id a self-registering app is told to use).
+    for value in env.values_mut() {
+        if value.contains("$(TIDEWAY_INSTANCE)") {
+            *value = value.replace("$(TIDEWAY_INSTANCE)", &rec.id);
+        }
+    }
     // OpenTelemetry SDKs read these: custom metrics arrive tagged with the instance.
     env.insert(
         "OTEL_RESOURCE_ATTRIBUTES".into(),
