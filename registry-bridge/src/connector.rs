@@ -1,6 +1,6 @@
 //! The level-triggered connector: one [`Connector::converge`] pass observes the registry
 //! (the entries carrying this connector's marker), diffs them against the desired
-//! registrations with the pure [`diff`](crate::diff::diff), applies the operations, and
+//! registrations with the pure [`diff`](crate::diff()), applies the operations, and
 //! sends the heartbeats that are due (Eureka renewals, Consul TTL passes). Nothing is
 //! remembered between passes except heartbeat times and the backoff, so a pass after an
 //! outage converges exactly: what should not be registered is removed (including entries
@@ -368,11 +368,12 @@ impl Engine {
                     present.insert(registration.instance_id.clone());
                     self.beats.insert(registration.instance_id.clone(), now);
                 }
-                (RegistryOp::Deregister { instance_id, .. }, Ok(())) => {
-                    if !desired.iter().any(|d| &d.instance_id == instance_id) {
-                        present.remove(instance_id);
-                        self.beats.remove(instance_id);
-                    }
+                // A deregistration under an old service name leaves the ID present.
+                (RegistryOp::Deregister { instance_id, .. }, Ok(()))
+                    if !desired.iter().any(|d| &d.instance_id == instance_id) =>
+                {
+                    present.remove(instance_id);
+                    self.beats.remove(instance_id);
                 }
                 _ => {}
             }

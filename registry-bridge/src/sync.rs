@@ -28,9 +28,11 @@
 //! native entry of the same service at the same address and port, the source instance
 //! is not copied (and an earlier copy is removed).
 //!
-//! **Health.** Up instances are copied as up; instances out of service (Eureka
-//! `OUT_OF_SERVICE`, Consul maintenance) keep their copy but taken out; down or
-//! starting instances are not copied (their copy is removed), as nacos-sync does.
+//! **Health.** Up instances are copied as up; an instance going out of service (Eureka
+//! `OUT_OF_SERVICE`, Consul maintenance) keeps its copy, taken out the same way; one
+//! already out of service when first seen is copied once it comes up (the diff never
+//! newly registers an entry that must not get traffic); down or starting instances are
+//! not copied (their copy is removed), as nacos-sync does.
 //! Eureka copies get lease renewals and Consul copies TTL passes on the job's behalf at
 //! each pass that finds them due; run the job at least as often as the renewal interval.
 //!
@@ -333,6 +335,8 @@ pub struct SyncStatus {
     pub origin: Option<String>,
     /// Its copies at the destination, as of the last pass.
     pub copies: usize,
+    /// Source instances the last pass left out, and why (the loop guard shows here).
+    pub skipped: SkipCounts,
     /// When a pass last ran.
     pub last_pass: Option<DateTime<Utc>>,
     /// When a pass last converged; its age is the staleness bound of the copies.
@@ -368,6 +372,7 @@ pub struct SyncJob {
     pending: BTreeMap<String, DateTime<Utc>>,
     state: SyncState,
     copies: usize,
+    skipped: SkipCounts,
     last_pass: Option<DateTime<Utc>>,
     last_success: Option<DateTime<Utc>>,
     last_error: Option<ErrorInfo>,
@@ -404,6 +409,7 @@ impl SyncJob {
             pending: BTreeMap::new(),
             state: SyncState::Starting,
             copies: 0,
+            skipped: SkipCounts::default(),
             last_pass: None,
             last_success: None,
             last_error: None,
@@ -502,6 +508,7 @@ impl SyncJob {
             &destination,
             self.engine.remote.kind(),
         );
+        self.skipped = plan.skipped;
 
         // Note source changes for the lag.
         let planned: BTreeMap<String, DesiredRegistration> = plan
@@ -609,6 +616,7 @@ impl SyncJob {
             destination: describe(&self.engine.remote),
             origin: self.origin.clone(),
             copies: self.copies,
+            skipped: self.skipped,
             last_pass: self.last_pass,
             last_success: self.last_success,
             last_error: self.last_error.clone(),

@@ -20,11 +20,11 @@ use serde_json::{json, Value};
 use tideway_registry_bridge::client::consul::QueryOptions;
 use tideway_registry_bridge::client::eureka::AppsCache;
 use tideway_registry_bridge::model::{
-    CheckDefinition, CheckKind, ChangeAction, DataCenter, EurekaRegistration, EurekaStatus,
+    ChangeAction, CheckDefinition, CheckKind, DataCenter, EurekaRegistration, EurekaStatus,
     Renewal, ServiceDefinition,
 };
 use tideway_registry_bridge::{
-    BuiltinRegistry, ConsulClient, ConsulConfig, Connector, DesiredRegistration, EurekaClient,
+    BuiltinRegistry, Connector, ConsulClient, ConsulConfig, DesiredRegistration, EurekaClient,
     EurekaConfig, InstanceIdentity, InstanceStatus, Lane, PassOutcome, RegisteredInstance,
     Registry, RegistryConfig, Remote, RequestStats,
 };
@@ -47,7 +47,11 @@ async fn serve(registry: Arc<Registry>, eureka: SocketAddr, consul: SocketAddr) 
     let builtin = BuiltinRegistry::bind(Arc::clone(&registry), eureka, consul)
         .await
         .unwrap();
-    let (eureka, consul, stats) = (builtin.eureka_addr(), builtin.consul_addr(), builtin.stats());
+    let (eureka, consul, stats) = (
+        builtin.eureka_addr(),
+        builtin.consul_addr(),
+        builtin.stats(),
+    );
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(builtin.run(shutdown.clone()));
     Server {
@@ -262,8 +266,7 @@ async fn consul_passing(server: &Server) -> Vec<String> {
 
 /// Eureka's view of one instance.
 async fn eureka_instance(server: &Server, id: &str) -> Value {
-    get_json(format!("http://{}/eureka/apps/ORDER/{id}", server.eureka)).await["instance"]
-        .clone()
+    get_json(format!("http://{}/eureka/apps/ORDER/{id}", server.eureka)).await["instance"].clone()
 }
 
 fn heartbeat_requests(stats: &RequestStats, kind: Kind, id: &str) -> u64 {
@@ -283,7 +286,12 @@ async fn lifecycle(kind: Kind) {
     let dead = closed_port().await;
     let mut connector = Connector::new("tem".into(), server.remote(kind, Some(dead)));
     let t = t0();
-    let (a, b, c, x) = (ready("order-a", 8080), ready("order-b", 8081), ready("order-c", 8082), ready("order-x", 8083));
+    let (a, b, c, x) = (
+        ready("order-a", 8080),
+        ready("order-b", 8081),
+        ready("order-c", 8082),
+        ready("order-x", 8083),
+    );
 
     // Register three (the fourth's ID is taken by a native entry: a conflict).
     let report = connector
@@ -292,7 +300,11 @@ async fn lifecycle(kind: Kind) {
     assert_eq!(report.outcome, PassOutcome::Converged, "{report:?}");
     assert_eq!(
         op_kinds(&report.ops),
-        pairs(&[("register", "order-a"), ("register", "order-b"), ("register", "order-c")])
+        pairs(&[
+            ("register", "order-a"),
+            ("register", "order-b"),
+            ("register", "order-c")
+        ])
     );
     assert_eq!(report.conflicts, vec!["order-x".to_owned()]);
     assert_eq!(report.registered, 3);
@@ -333,7 +345,9 @@ async fn lifecycle(kind: Kind) {
     }
 
     // Level-triggered: nothing to do, no heartbeat due yet.
-    let report = connector.converge(&[a.clone(), b.clone(), c.clone()], at(t, 1000)).await;
+    let report = connector
+        .converge(&[a.clone(), b.clone(), c.clone()], at(t, 1000))
+        .await;
     assert_eq!(report.outcome, PassOutcome::Converged);
     assert!(report.ops.is_empty(), "{:?}", report.ops);
     assert_eq!(report.heartbeats.renewed, 0);
@@ -385,7 +399,10 @@ async fn lifecycle(kind: Kind) {
         .await;
     assert!(report.ops.is_empty(), "{:?}", report.ops);
     assert_eq!(report.heartbeats.renewed, 2, "{:?}", report.heartbeats);
-    assert_eq!(heartbeat_requests(&server.stats, kind, "order-a"), before_a + 1);
+    assert_eq!(
+        heartbeat_requests(&server.stats, kind, "order-a"),
+        before_a + 1
+    );
     assert_eq!(heartbeat_requests(&server.stats, kind, "order-b"), 1);
     assert!(report.requeue_after_ms <= 30_000);
     // Still taken out after the heartbeat.
@@ -395,7 +412,9 @@ async fn lifecycle(kind: Kind) {
     );
 
     // b has stopped: deregistered.
-    let report = connector.converge(&[a.clone()], at(t, 32_000)).await;
+    let report = connector
+        .converge(std::slice::from_ref(&a), at(t, 32_000))
+        .await;
     assert_eq!(op_kinds(&report.ops), pairs(&[("deregister", "order-b")]));
     assert_eq!(
         statuses(&server.registry),
@@ -433,15 +452,31 @@ async fn outage(kind: Kind, registry_kept_state: bool) {
     let server = start().await;
     let mut connector = Connector::new("tem".into(), server.remote(kind, None));
     let t = t0();
-    let (a, b, c) = (ready("order-a", 8080), ready("order-b", 8081), ready("order-c", 8082));
-    let report = connector.converge(&[a.clone(), b.clone(), c.clone()], t).await;
+    let (a, b, c) = (
+        ready("order-a", 8080),
+        ready("order-b", 8081),
+        ready("order-c", 8082),
+    );
+    let report = connector
+        .converge(&[a.clone(), b.clone(), c.clone()], t)
+        .await;
     assert_eq!(report.outcome, PassOutcome::Converged);
     assert_eq!(statuses(&server.registry).len(), 3);
     let (registry, eureka_addr, consul_addr) = server.stop().await;
 
     // While down: c dies, b starts draining, d and e start, f starts already draining.
-    let (d, e, f) = (ready("order-d", 8083), ready("order-e", 8084), ready("order-f", 8085).draining());
-    let desired = vec![a.clone(), b.clone().draining(), d.clone(), e.clone(), f.clone()];
+    let (d, e, f) = (
+        ready("order-d", 8083),
+        ready("order-e", 8084),
+        ready("order-f", 8085).draining(),
+    );
+    let desired = vec![
+        a.clone(),
+        b.clone().draining(),
+        d.clone(),
+        e.clone(),
+        f.clone(),
+    ];
     let t1 = at(t, 10_000);
     let report = connector.converge(&desired, t1).await;
     assert_eq!(report.outcome, PassOutcome::Failed, "{report:?}");
@@ -584,19 +619,38 @@ struct Fixtures {
 }
 
 impl Fixtures {
-    fn route(&self, method: &str, path: &str, status: u16, headers: Vec<(&'static str, String)>, body: String) {
+    fn route(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    ) {
         self.routes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert((method.to_owned(), path.to_owned()), (status, headers, body));
+            .insert(
+                (method.to_owned(), path.to_owned()),
+                (status, headers, body),
+            );
     }
 
     fn json(&self, path: &str, file: &str) {
-        self.route("GET", path, 200, vec![("content-type", "application/json".into())], fixture(file));
+        self.route(
+            "GET",
+            path,
+            200,
+            vec![("content-type", "application/json".into())],
+            fixture(file),
+        );
     }
 
     fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn writes(&self) -> Vec<(String, String)> {
@@ -658,9 +712,7 @@ async fn answer(
 async fn serve_fixtures(fx: &Fixtures) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new()
-        .fallback(answer)
-        .with_state(fx.clone());
+    let app = axum::Router::new().fallback(answer).with_state(fx.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
@@ -670,9 +722,26 @@ fn consul_fixtures(fx: &Fixtures) {
     fx.json("/v1/agent/checks", "consul/agent_checks.json");
     fx.json("/v1/agent/self", "consul/agent_self.json");
     fx.json("/v1/catalog/services", "consul/catalog_services.json");
-    let indexed = |index: &str| vec![("content-type", "application/json".to_owned()), ("x-consul-index", index.to_owned())];
-    fx.route("GET", "/v1/catalog/service/web", 200, indexed("60"), fixture("consul/catalog_service_web.json"));
-    fx.route("GET", "/v1/health/service/redis", 200, indexed("12"), fixture("consul/health_service_redis.json"));
+    let indexed = |index: &str| {
+        vec![
+            ("content-type", "application/json".to_owned()),
+            ("x-consul-index", index.to_owned()),
+        ]
+    };
+    fx.route(
+        "GET",
+        "/v1/catalog/service/web",
+        200,
+        indexed("60"),
+        fixture("consul/catalog_service_web.json"),
+    );
+    fx.route(
+        "GET",
+        "/v1/health/service/redis",
+        200,
+        indexed("12"),
+        fixture("consul/health_service_redis.json"),
+    );
 }
 
 #[tokio::test]
@@ -699,7 +768,10 @@ async fn consul_client_reads_real_shapes_and_sends_token_and_dc() {
     assert!(checks["_service_maintenance:order-9c"].is_maintenance());
     assert_eq!(checks["tideway-ttl:order-7f"].check_type, "ttl");
 
-    let catalog = client.catalog_service("web", &QueryOptions::default()).await.unwrap();
+    let catalog = client
+        .catalog_service("web", &QueryOptions::default())
+        .await
+        .unwrap();
     assert_eq!(catalog.index, 60);
     assert_eq!(catalog.value.len(), 2);
     assert_eq!(catalog.value[0].service_address, "172.17.0.3");
@@ -708,12 +780,23 @@ async fn consul_client_reads_real_shapes_and_sends_token_and_dc() {
     assert!(catalog.value[1].service_meta.is_empty() && catalog.value[1].service_tags.is_empty());
     assert_eq!(catalog.value[1].modify_index, 60);
 
-    let names = client.catalog_services(&QueryOptions::default()).await.unwrap();
+    let names = client
+        .catalog_services(&QueryOptions::default())
+        .await
+        .unwrap();
     assert_eq!(names.value["redis"], ["primary", "v1"]);
     assert!(names.value["order"].is_empty());
 
     let health = client
-        .health_service("redis", false, &QueryOptions { index: Some(11), wait: Some(Duration::from_secs(2)), filter: None })
+        .health_service(
+            "redis",
+            false,
+            &QueryOptions {
+                index: Some(11),
+                wait: Some(Duration::from_secs(2)),
+                filter: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(health.index, 12);
@@ -722,19 +805,46 @@ async fn consul_client_reads_real_shapes_and_sends_token_and_dc() {
     assert!(!first.in_maintenance());
     assert_eq!(first.aggregated_status().as_str(), "passing");
     assert_eq!(first.service.tags, ["primary", "lane=canary"]);
-    assert_eq!(second.address(), "10.1.10.13", "node address when the service has none");
+    assert_eq!(
+        second.address(),
+        "10.1.10.13",
+        "node address when the service has none"
+    );
     assert!(second.in_maintenance());
     assert_eq!(second.aggregated_status().as_str(), "critical");
 
-    assert_eq!(client.agent_self().await.unwrap().config.datacenter, "eu-west-1");
+    assert_eq!(
+        client.agent_self().await.unwrap().config.datacenter,
+        "eu-west-1"
+    );
 
     for seen in fx.seen() {
-        assert_eq!(seen.headers.get("x-consul-token").map(String::as_str), Some("s3cr3t"), "{}", seen.path);
-        let reads_catalog = seen.path.starts_with("/v1/catalog") || seen.path.starts_with("/v1/health");
-        assert_eq!(seen.query.contains("dc=dc1"), reads_catalog, "{} ?{}", seen.path, seen.query);
+        assert_eq!(
+            seen.headers.get("x-consul-token").map(String::as_str),
+            Some("s3cr3t"),
+            "{}",
+            seen.path
+        );
+        let reads_catalog =
+            seen.path.starts_with("/v1/catalog") || seen.path.starts_with("/v1/health");
+        assert_eq!(
+            seen.query.contains("dc=dc1"),
+            reads_catalog,
+            "{} ?{}",
+            seen.path,
+            seen.query
+        );
     }
-    let blocking = fx.seen().into_iter().find(|s| s.path == "/v1/health/service/redis").unwrap();
-    assert!(blocking.query.contains("index=11") && blocking.query.contains("wait=2s"), "{}", blocking.query);
+    let blocking = fx
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/v1/health/service/redis")
+        .unwrap();
+    assert!(
+        blocking.query.contains("index=11") && blocking.query.contains("wait=2s"),
+        "{}",
+        blocking.query
+    );
 }
 
 /// The connector over real agent shapes: only its own entries (meta marker with its
@@ -751,8 +861,14 @@ async fn consul_connector_on_fixtures_touches_only_its_own_entries() {
     })
     .unwrap();
     let mut connector = Connector::new("tem".into(), Remote::Consul(client));
-    let keep = DesiredRegistration::ready("order", "order-7f", "10.0.0.7", 8080, &identity(Lane::Canary))
-        .with_tags(vec!["lane=canary".into()]);
+    let keep = DesiredRegistration::ready(
+        "order",
+        "order-7f",
+        "10.0.0.7",
+        8080,
+        &identity(Lane::Canary),
+    )
+    .with_tags(vec!["lane=canary".into()]);
     let report = connector.converge(&[keep], t0()).await;
     assert_eq!(report.outcome, PassOutcome::Converged, "{report:?}");
     assert_eq!(report.observed, 2, "order-7f and order-9c carry bridge=tem");
@@ -760,8 +876,14 @@ async fn consul_connector_on_fixtures_touches_only_its_own_entries() {
     assert_eq!(
         fx.writes(),
         vec![
-            ("PUT".to_owned(), "/v1/agent/service/deregister/order-9c".to_owned()),
-            ("PUT".to_owned(), "/v1/agent/check/pass/tideway-ttl%3Aorder-7f".to_owned()),
+            (
+                "PUT".to_owned(),
+                "/v1/agent/service/deregister/order-9c".to_owned()
+            ),
+            (
+                "PUT".to_owned(),
+                "/v1/agent/check/pass/tideway-ttl%3Aorder-7f".to_owned()
+            ),
         ]
     );
 }
@@ -771,7 +893,11 @@ fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -798,7 +924,10 @@ async fn eureka_client_reads_real_shapes_with_url_credentials() {
         zone: None,
     })
     .unwrap();
-    assert!(!client.current_url().contains("p%40ss"), "credentials are not kept in the URL");
+    assert!(
+        !client.current_url().contains("p%40ss"),
+        "credentials are not kept in the URL"
+    );
 
     let apps = client.apps().await.unwrap();
     assert_eq!(apps.version_delta, 1);
@@ -807,14 +936,25 @@ async fn eureka_client_reads_real_shapes_with_url_credentials() {
     let order = apps.application("order").unwrap();
     let (o1, o2) = (&order.instances[0], &order.instances[1]);
     assert_eq!(o1.instance_id, "10.0.0.5:order:8080");
-    assert_eq!((o1.port, o1.port_enabled, o1.secure_port, o1.secure_port_enabled), (8080, true, 443, false));
+    assert_eq!(
+        (
+            o1.port,
+            o1.port_enabled,
+            o1.secure_port,
+            o1.secure_port_enabled
+        ),
+        (8080, true, 443, false)
+    );
     assert_eq!(o1.metadata["lane"], "canary");
     assert_eq!(o1.metadata["management.port"], "8081");
     assert_eq!(o1.lease.renewal_interval_secs, 30);
     assert_eq!(o1.lease.last_renewal_timestamp, 1_700_000_030_000);
     assert_eq!(o1.last_dirty_timestamp, 1_700_000_000_000);
     assert_eq!(o1.action_type, Some(ChangeAction::Added));
-    assert_eq!((o2.status, o2.overridden_status), (EurekaStatus::OutOfService, EurekaStatus::OutOfService));
+    assert_eq!(
+        (o2.status, o2.overridden_status),
+        (EurekaStatus::OutOfService, EurekaStatus::OutOfService)
+    );
     assert!(o2.metadata.is_empty(), "EmptyMap marker dropped");
     let pay = &apps.application("PAY").unwrap().instances[0];
     assert_eq!(pay.data_center.name, "Amazon");
@@ -828,7 +968,10 @@ async fn eureka_client_reads_real_shapes_with_url_credentials() {
     assert!(client.app("missing").await.unwrap().is_none());
 
     for seen in fx.seen() {
-        assert_eq!(seen.headers.get("accept").map(String::as_str), Some("application/json"));
+        assert_eq!(
+            seen.headers.get("accept").map(String::as_str),
+            Some("application/json")
+        );
         assert_eq!(
             seen.headers.get("authorization").cloned(),
             Some(format!("Basic {}", base64(b"bridge:p@ss"))),
@@ -848,7 +991,10 @@ async fn eureka_client_reads_real_shapes_with_url_credentials() {
     let apps = legacy.apps().await.unwrap();
     assert_eq!(apps.apps_hashcode, "UP_1_");
     let i = &apps.applications[0].instances[0];
-    assert_eq!((i.instance_id.as_str(), i.app.as_str()), ("legacy-host", "LEGACY"));
+    assert_eq!(
+        (i.instance_id.as_str(), i.app.as_str()),
+        ("legacy-host", "LEGACY")
+    );
     assert_eq!((i.port, i.port_enabled), (8080, true));
     assert_eq!(i.lease.duration_secs, 90);
     assert_eq!(i.lease.last_renewal_timestamp, 1_700_000_030_000);
@@ -871,7 +1017,11 @@ async fn eureka_cache_merges_deltas_and_refetches_on_hash_mismatch() {
     let mut cache = AppsCache::new();
     let now = t0();
     cache.refresh(&client, now).await.unwrap();
-    let merged = cache.refresh(&client, at(now, 30_000)).await.unwrap().clone();
+    let merged = cache
+        .refresh(&client, at(now, 30_000))
+        .await
+        .unwrap()
+        .clone();
     assert_eq!(merged.apps_hashcode, "DOWN_1_UP_2_");
     assert_eq!(merged.version_delta, 7);
     let state: Vec<(String, EurekaStatus)> = merged
@@ -902,12 +1052,27 @@ async fn eureka_cache_merges_deltas_and_refetches_on_hash_mismatch() {
 async fn eureka_client_fails_over_and_speaks_the_write_protocol() {
     let fx = Fixtures::default();
     fx.json("/eureka/apps/", "eureka/apps.json");
-    fx.route("PUT", "/eureka/apps/ORDER/gone", 404, Vec::new(), String::new());
-    fx.route("DELETE", "/eureka/apps/ORDER/gone", 404, Vec::new(), String::new());
+    fx.route(
+        "PUT",
+        "/eureka/apps/ORDER/gone",
+        404,
+        Vec::new(),
+        String::new(),
+    );
+    fx.route(
+        "DELETE",
+        "/eureka/apps/ORDER/gone",
+        404,
+        Vec::new(),
+        String::new(),
+    );
     let addr = serve_fixtures(&fx).await;
     let dead = closed_port().await;
     let client = EurekaClient::new(EurekaConfig {
-        urls: vec![format!("http://{dead}/eureka/"), format!("http://{addr}/eureka/")],
+        urls: vec![
+            format!("http://{dead}/eureka/"),
+            format!("http://{addr}/eureka/"),
+        ],
         username: Some("svc".into()),
         password: Some("pw".into()),
         zone: Some("zone-a".into()),
@@ -915,13 +1080,21 @@ async fn eureka_client_fails_over_and_speaks_the_write_protocol() {
     .unwrap();
     let mut connector = Connector::new("tem".into(), Remote::Eureka(client.clone()));
     let desired = ready("order-a", 8080);
-    let report = connector.converge(std::slice::from_ref(&desired), t0()).await;
+    let report = connector
+        .converge(std::slice::from_ref(&desired), t0())
+        .await;
     assert_eq!(report.outcome, PassOutcome::Converged, "{report:?}");
-    assert!(client.current_url().contains(&addr.to_string()), "failed over");
+    assert!(
+        client.current_url().contains(&addr.to_string()),
+        "failed over"
+    );
 
     let post = fx.seen().into_iter().find(|s| s.method == "POST").unwrap();
     assert_eq!(post.path, "/eureka/apps/ORDER");
-    assert_eq!(post.headers["authorization"], format!("Basic {}", base64(b"svc:pw")));
+    assert_eq!(
+        post.headers["authorization"],
+        format!("Basic {}", base64(b"svc:pw"))
+    );
     assert!(post.headers["content-type"].starts_with("application/json"));
     let body: Value = serde_json::from_str(&post.body).unwrap();
     let i = &body["instance"];
@@ -929,20 +1102,34 @@ async fn eureka_client_fails_over_and_speaks_the_write_protocol() {
     assert_eq!(i["app"], "ORDER");
     assert_eq!(i["status"], "UP");
     assert_eq!(i["port"], json!({"$": 8080, "@enabled": "true"}));
-    assert_eq!(i["dataCenterInfo"]["@class"], "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo");
-    assert_eq!(i["leaseInfo"], json!({"renewalIntervalInSecs": 30, "durationInSecs": 90}));
+    assert_eq!(
+        i["dataCenterInfo"]["@class"],
+        "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo"
+    );
+    assert_eq!(
+        i["leaseInfo"],
+        json!({"renewalIntervalInSecs": 30, "durationInSecs": 90})
+    );
     assert_eq!(i["metadata"]["zone"], "zone-a");
     assert_eq!(i["metadata"]["tideway-managed"], "true");
     assert_eq!(i["vipAddress"], "order");
     assert!(i["lastDirtyTimestamp"].is_string());
 
-    assert_eq!(client.renew("order", "gone").await.unwrap(), Renewal::NotFound);
+    assert_eq!(
+        client.renew("order", "gone").await.unwrap(),
+        Renewal::NotFound
+    );
     assert!(!client.cancel("order", "gone").await.unwrap());
     client
         .set_status_override("order", "order-a", EurekaStatus::OutOfService, Some(42))
         .await
         .unwrap();
-    let status = fx.seen().into_iter().rev().find(|s| s.method == "PUT").unwrap();
+    let status = fx
+        .seen()
+        .into_iter()
+        .rev()
+        .find(|s| s.method == "PUT")
+        .unwrap();
     assert_eq!(status.path, "/eureka/apps/ORDER/order-a/status");
     assert_eq!(status.query, "value=OUT_OF_SERVICE&lastDirtyTimestamp=42");
 }
@@ -982,5 +1169,48 @@ async fn consul_ttl_check_round_trips_through_the_agent_api() {
     let checks = get_json(format!("http://{}/v1/agent/checks", server.consul)).await;
     assert_eq!(checks["tideway-ttl:order-a"]["Type"], "ttl");
     assert!(report.ops.is_empty(), "{:?}", report.ops);
+    server.stop().await;
+}
+
+/// The ACL token travels as `X-Consul-Token`; a wrong one is denied and the connector
+/// backs off instead of hammering the agent.
+#[tokio::test]
+async fn consul_acl_token_is_sent_and_denial_backs_off() {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = serve(
+        Registry::new(RegistryConfig {
+            consul_acl_token: Some("s3cr3t".into()),
+            ..RegistryConfig::default()
+        }),
+        any,
+        any,
+    )
+    .await;
+    let with_token = |token: &str| {
+        Remote::Consul(
+            ConsulClient::new(ConsulConfig {
+                addresses: vec![server.consul.to_string()],
+                token: Some(token.into()),
+                datacenter: Some("dc1".into()),
+            })
+            .unwrap(),
+        )
+    };
+    let desired = [ready("order-a", 8080)];
+    let t = t0();
+    let mut good = Connector::new("tem".into(), with_token("s3cr3t"));
+    let report = good.converge(&desired, t).await;
+    assert_eq!(report.outcome, PassOutcome::Converged, "{report:?}");
+    assert_eq!(statuses(&server.registry).len(), 1);
+
+    let mut bad = Connector::new("tem".into(), with_token("wrong"));
+    let report = bad.converge(&desired, t).await;
+    assert_eq!(report.outcome, PassOutcome::Failed);
+    assert_eq!(report.error.as_ref().unwrap().code, "denied");
+    assert_eq!(report.next_retry, Some(at(t, 500)));
+    assert_eq!(
+        bad.converge(&desired, at(t, 100)).await.outcome,
+        PassOutcome::BackingOff
+    );
     server.stop().await;
 }

@@ -295,3 +295,89 @@ async fn external_registry_converges_after_an_outage() {
         .count();
     assert_eq!(up, 1, "{}", listed.text);
 }
+
+/// Installs the third-party registry clients (cached) and returns their directory.
+fn conformance_clients() -> std::path::PathBuf {
+    let out = std::process::Command::new("bash")
+        .arg(tideway_e2e::repo_root().join("registry-bridge/conformance/setup.sh"))
+        .output()
+        .expect("run setup.sh");
+    assert!(
+        out.status.success(),
+        "setup.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    std::path::PathBuf::from(stdout.lines().last().expect("setup.sh prints its directory").trim())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_registering_app_uses_the_injected_id_and_is_drained() {
+    let clients = conformance_clients();
+    let python = clients.join("venv/bin/python");
+    let app_py =
+        std::fs::read_to_string(tideway_e2e::repo_root().join("examples/eureka-self/app.py"))
+            .unwrap();
+    let toml = format!(
+        "[run]\ncommand = \"{} app.py\"\n[health]\nhttp = \"/\"\n",
+        python.display()
+    );
+    let artifact = tideway_e2e::pack_files(&[("app.py", &app_py), ("tideway.toml", &toml)]);
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let r = s
+        .post(
+            APPS,
+            json!({"name": "selfie", "replicas": 2, "registries": [{"registry": "builtin", "mode": "self"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = s.upload("selfie", artifact, "application/gzip").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = s
+        .post(&format!("{APPS}/selfie/releases"), json!({"target_version": 1}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    wait_until("2 self-registered, ready instances", Duration::from_secs(60), || async {
+        eureka_instances(&s.eureka_url, "selfie").await.len() == 2
+            && ready_ids(&s, "selfie").await.len() == 2
+    })
+    .await;
+    let ready = ready_ids(&s, "selfie").await;
+    for i in eureka_instances(&s.eureka_url, "selfie").await {
+        let id = i["instanceId"].as_str().unwrap();
+        assert!(
+            ready.iter().any(|(r, _)| r == id),
+            "registered under the injected id: {id} not in {ready:?}"
+        );
+        assert_eq!(i["metadata"]["lane"], "stable");
+        assert!(
+            i["metadata"].get("tideway-managed").is_none(),
+            "the app registered itself, not the platform"
+        );
+    }
+    // Visible through the Consul API too.
+    assert_eq!(consul_entries(&s.consul_url, "selfie").await.len(), 2);
+
+    let r = s
+        .call(Method::PUT, &format!("{APPS}/selfie/scale"), Some(json!({"replicas": 1})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let leaving = std::sync::Mutex::new(None::<String>);
+    wait_until("the leaving instance out of service", Duration::from_secs(10), || async {
+        for i in eureka_instances(&s.eureka_url, "selfie").await {
+            if i["status"] == "OUT_OF_SERVICE" {
+                *leaving.lock().unwrap() = Some(i["instanceId"].as_str().unwrap().to_owned());
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let leaving = leaving.into_inner().unwrap().unwrap();
+    let pid = ready.iter().find(|(id, _)| *id == leaving).unwrap().1;
+    assert!(alive(pid), "taken out of the registry while still running");
+    wait_until("deregistered by the app on SIGTERM", Duration::from_secs(20), || async {
+        eureka_instances(&s.eureka_url, "selfie").await.len() == 1
+    })
+    .await;
+}

@@ -26,25 +26,46 @@ use super::{
 use crate::model::CheckStatus;
 use crate::text::format_go_duration;
 
-/// Where and how to reach Consul.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where and how to reach Consul. The token is never serialized or printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsulConfig {
     /// Agent addresses, `http://host:port` (a bare `host:port` means http); tried in
     /// order when one does not answer.
     pub addresses: Vec<String>,
     /// ACL token, sent as `X-Consul-Token`.
+    #[serde(skip_serializing)]
     pub token: Option<String>,
     /// Datacenter for catalog and health reads (`?dc=`); the agent's own when unset.
     pub datacenter: Option<String>,
 }
 
+impl std::fmt::Debug for ConsulConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulConfig")
+            .field("addresses", &self.addresses)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("datacenter", &self.datacenter)
+            .finish()
+    }
+}
+
 /// The Consul client. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsulClient {
     http: reqwest::Client,
     endpoints: std::sync::Arc<Failover>,
     token: Option<String>,
     datacenter: Option<String>,
+}
+
+impl std::fmt::Debug for ConsulClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulClient")
+            .field("endpoints", &self.endpoints)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("datacenter", &self.datacenter)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A value read with its `X-Consul-Index`.
@@ -693,6 +714,23 @@ mod tests {
                           "DeregisterCriticalServiceAfter": "10m0s"}
             })
         );
+    }
+
+    #[test]
+    fn the_token_is_not_printed_or_serialized() {
+        let config = ConsulConfig {
+            addresses: vec!["127.0.0.1:8500".into()],
+            token: Some("hunter2".into()),
+            datacenter: None,
+        };
+        let client = ConsulClient::new(config.clone()).unwrap();
+        for text in [
+            format!("{config:?}"),
+            format!("{client:?}"),
+            serde_json::to_string(&config).unwrap(),
+        ] {
+            assert!(!text.contains("hunter2"), "{text}");
+        }
     }
 
     #[test]

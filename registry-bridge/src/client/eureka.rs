@@ -27,24 +27,64 @@ use super::{
 };
 use crate::model::{reconcile_hash, ChangeAction, DataCenter, EurekaStatus, Renewal};
 
-/// Where and how to reach Eureka.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where and how to reach Eureka. The password (also one in a URL) is never serialized
+/// or printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EurekaConfig {
     /// Service URLs with their base path, `http://host:port/eureka/` (Spring) or
     /// `http://host:port/eureka/v2/` (Netflix); user info in a URL is used for basic auth.
+    #[serde(serialize_with = "redacted_urls")]
     pub urls: Vec<String>,
     /// Basic-auth user for URLs without user info.
     pub username: Option<String>,
     /// Basic-auth password for URLs without user info.
+    #[serde(skip_serializing)]
     pub password: Option<String>,
     /// Availability zone, written as metadata `zone` on registrations.
     pub zone: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+/// A URL with any password replaced, for logs and the API.
+fn redact_url(raw: &str) -> String {
+    match reqwest::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("redacted"));
+            url.to_string()
+        }
+        Ok(_) => raw.to_owned(),
+        Err(_) => "<unparsable url>".to_owned(),
+    }
+}
+
+fn redacted_urls<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| redact_url(u)))
+}
+
+impl std::fmt::Debug for EurekaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
+        f.debug_struct("EurekaConfig")
+            .field("urls", &urls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("zone", &self.zone)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
 struct Credentials {
     username: String,
     password: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The Eureka client. Cheap to clone.
@@ -816,6 +856,24 @@ mod tests {
             last_updated_timestamp: 0,
             last_dirty_timestamp: 0,
             action_type: None,
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_printed_or_serialized() {
+        let config = EurekaConfig {
+            urls: vec!["http://u:hunter2@h:8761/eureka/".into()],
+            username: Some("u".into()),
+            password: Some("hunter3".into()),
+            zone: None,
+        };
+        let client = EurekaClient::new(config.clone()).unwrap();
+        for text in [
+            format!("{config:?}"),
+            format!("{client:?}"),
+            serde_json::to_string(&config).unwrap(),
+        ] {
+            assert!(!text.contains("hunter"), "{text}");
         }
     }
 
