@@ -202,10 +202,7 @@ impl ReleaseReconciler {
             to,
             spec.interval_secs,
         );
-        let of = |v: Option<u32>| {
-            v.map(|v| figures_of(&series, v))
-                .unwrap_or_default()
-        };
+        let of = |v: Option<u32>| v.map(|v| figures_of(&series, v)).unwrap_or_default();
         Some((of(Some(release.target_version)), of(stable_version)))
     }
 
