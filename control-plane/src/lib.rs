@@ -17,5 +17,6 @@ pub mod reconcile;
 pub mod remote_gateway;
 pub mod runtime;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod telemetry;

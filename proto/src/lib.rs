@@ -1,9 +1,10 @@
-//! The gRPC contract between the control plane and gateways that run in their own process
-//! (`tideway gateway`).
+//! Tideway's gRPC contracts: with gateways that run in their own process (`tideway
+//! gateway`, this module) and with tools (`tideway.v1`, [`api`]).
 //!
-//! It owns `tideway/gateway/v1/gateway.proto`, the code generated from it (compiled at build
-//! time with the pure-Rust `protox`, so no system `protoc` is needed) and the conversions
-//! between the wire messages and the gateway's own types:
+//! It owns the protos under `tideway/`, the code generated from them (compiled at build time
+//! with the pure-Rust `protox`, so no system `protoc` is needed), the encoded descriptor set
+//! for reflection ([`FILE_DESCRIPTOR_SET`]) and the conversions between the gateway messages
+//! and the gateway's own types:
 //! [`tideway_gateway::route::RouteTable`] (control plane → gateway, `WatchRoutes`) and
 //! [`tideway_gateway::metrics::SecondSample`] (gateway → control plane, `PushMetrics`).
 //! The traffic policy travels as the JSON of the public `tideway_api_types::TrafficPolicy`.
@@ -11,6 +12,8 @@
 //! It depends on the gateway and the API types only; it must never depend on the control
 //! plane, so both the `tideway` binary (server and remote gateway) and other clients can
 //! use it.
+
+pub mod api;
 
 use std::net::SocketAddr;
 
@@ -22,6 +25,11 @@ use tideway_gateway::route;
 pub mod v1 {
     tonic::include_proto!("tideway.gateway.v1");
 }
+
+/// The encoded `FileDescriptorSet` of every proto here (with comments and the imported
+/// well-known types), for a gRPC reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tideway_descriptor.bin"));
 
 pub use v1::gateway_sync_client::GatewaySyncClient;
 pub use v1::gateway_sync_server::{GatewaySync, GatewaySyncServer};

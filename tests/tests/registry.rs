@@ -144,16 +144,20 @@ async fn instances_appear_in_both_protocols_with_lane_and_drain_before_stopping(
         .await;
     assert_eq!(r.status, StatusCode::OK);
     let out_of_service = std::sync::Mutex::new(None::<(String, Duration)>);
-    wait_until("an instance out of service", Duration::from_secs(10), || async {
-        for i in eureka_instances(&s.eureka_url, "hello").await {
-            if i["status"] == "OUT_OF_SERVICE" {
-                let id = i["instanceId"].as_str().unwrap().to_owned();
-                *out_of_service.lock().unwrap() = Some((id, scale_at.elapsed()));
-                return true;
+    wait_until(
+        "an instance out of service",
+        Duration::from_secs(10),
+        || async {
+            for i in eureka_instances(&s.eureka_url, "hello").await {
+                if i["status"] == "OUT_OF_SERVICE" {
+                    let id = i["instanceId"].as_str().unwrap().to_owned();
+                    *out_of_service.lock().unwrap() = Some((id, scale_at.elapsed()));
+                    return true;
+                }
             }
-        }
-        false
-    })
+            false
+        },
+    )
     .await;
     let (leaving, took) = out_of_service.into_inner().unwrap().unwrap();
     let pid = before.iter().find(|(id, _)| *id == leaving).unwrap().1;
@@ -308,7 +312,13 @@ fn conformance_clients() -> std::path::PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    std::path::PathBuf::from(stdout.lines().last().expect("setup.sh prints its directory").trim())
+    std::path::PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("setup.sh prints its directory")
+            .trim(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,13 +344,20 @@ async fn a_self_registering_app_uses_the_injected_id_and_is_drained() {
     let r = s.upload("selfie", artifact, "application/gzip").await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let r = s
-        .post(&format!("{APPS}/selfie/releases"), json!({"target_version": 1}))
+        .post(
+            &format!("{APPS}/selfie/releases"),
+            json!({"target_version": 1}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    wait_until("2 self-registered, ready instances", Duration::from_secs(60), || async {
-        eureka_instances(&s.eureka_url, "selfie").await.len() == 2
-            && ready_ids(&s, "selfie").await.len() == 2
-    })
+    wait_until(
+        "2 self-registered, ready instances",
+        Duration::from_secs(60),
+        || async {
+            eureka_instances(&s.eureka_url, "selfie").await.len() == 2
+                && ready_ids(&s, "selfie").await.len() == 2
+        },
+    )
     .await;
     let ready = ready_ids(&s, "selfie").await;
     for i in eureka_instances(&s.eureka_url, "selfie").await {
@@ -359,25 +376,35 @@ async fn a_self_registering_app_uses_the_injected_id_and_is_drained() {
     assert_eq!(consul_entries(&s.consul_url, "selfie").await.len(), 2);
 
     let r = s
-        .call(Method::PUT, &format!("{APPS}/selfie/scale"), Some(json!({"replicas": 1})))
+        .call(
+            Method::PUT,
+            &format!("{APPS}/selfie/scale"),
+            Some(json!({"replicas": 1})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK);
     let leaving = std::sync::Mutex::new(None::<String>);
-    wait_until("the leaving instance out of service", Duration::from_secs(10), || async {
-        for i in eureka_instances(&s.eureka_url, "selfie").await {
-            if i["status"] == "OUT_OF_SERVICE" {
-                *leaving.lock().unwrap() = Some(i["instanceId"].as_str().unwrap().to_owned());
-                return true;
+    wait_until(
+        "the leaving instance out of service",
+        Duration::from_secs(10),
+        || async {
+            for i in eureka_instances(&s.eureka_url, "selfie").await {
+                if i["status"] == "OUT_OF_SERVICE" {
+                    *leaving.lock().unwrap() = Some(i["instanceId"].as_str().unwrap().to_owned());
+                    return true;
+                }
             }
-        }
-        false
-    })
+            false
+        },
+    )
     .await;
     let leaving = leaving.into_inner().unwrap().unwrap();
     let pid = ready.iter().find(|(id, _)| *id == leaving).unwrap().1;
     assert!(alive(pid), "taken out of the registry while still running");
-    wait_until("deregistered by the app on SIGTERM", Duration::from_secs(20), || async {
-        eureka_instances(&s.eureka_url, "selfie").await.len() == 1
-    })
+    wait_until(
+        "deregistered by the app on SIGTERM",
+        Duration::from_secs(20),
+        || async { eureka_instances(&s.eureka_url, "selfie").await.len() == 1 },
+    )
     .await;
 }

@@ -22,9 +22,7 @@ use super::extract::{etag, ApiJson, ApiQuery, AppPath, IfMatch, NsPath, NumberPa
 use super::params::ListParams;
 use super::{AppState, CommonErrors};
 use crate::domain::event::NewEvent;
-use crate::domain::name::Name;
 use crate::domain::policy::validate_policy;
-use crate::domain::registry::{validate_bindings, BUILTIN};
 use crate::domain::spec::{
     validate_description, validate_domains, validate_labels, validate_path_prefixes,
     validate_replicas,
@@ -33,8 +31,8 @@ use crate::domain::token::{Action, Principal};
 use crate::domain::traffic::validate_traffic;
 use crate::domain::Invalid;
 use crate::reconcile::autoscale;
-use crate::runtime::LogQuery;
-use crate::store::{EventFilter, Page as StorePage, RegistryObjectKind};
+use crate::service::{self, apps::LogRequest};
+use crate::store::{EventFilter, Page as StorePage};
 
 fn wire<T>(page: StorePage<T>) -> Json<Page<T>> {
     Json(Page {
@@ -67,20 +65,7 @@ pub async fn create(
     NsPath(ns): NsPath,
     ApiJson(body): ApiJson<AppCreate>,
 ) -> Result<impl IntoResponse, ApiError> {
-    p.authorize(Action::Deploy, Some(ns.as_str()))?;
-    let name = Name::parse(&body.name)?;
-    validate_description(&body.description)?;
-    validate_labels(&body.labels)?;
-    validate_replicas(body.replicas.unwrap_or(1))?;
-    validate_domains(&body.domains)?;
-    validate_path_prefixes(&body.path_prefixes)?;
-    ensure_registries_exist(&s, &ns, &body.registries).await?;
-    ensure_routes_free(&s, None, &body.domains, &body.path_prefixes).await?;
-    let event = NewEvent::new("AppCreated", &p.name, "created through the API")
-        .app(ns.as_str(), name.as_str())
-        .details(json!({"replicas": body.replicas.unwrap_or(1), "labels": body.labels}));
-    let app = s.store.create_app(&ns, &body, event).await?;
-    s.routes_wake.notify_one();
+    let app = service::apps::create_app(&s, &p, &ns, &body).await?;
     Ok((StatusCode::CREATED, etag(app.generation), Json(app)))
 }
 
@@ -124,11 +109,11 @@ pub async fn patch(
         validate_path_prefixes(prefixes)?;
     }
     if let Some(bindings) = &body.registries {
-        ensure_registries_exist(&s, &path.ns, bindings).await?;
+        service::apps::ensure_registries_exist(&s, &path.ns, bindings).await?;
     }
     if body.domains.is_some() || body.path_prefixes.is_some() {
         let me = (path.ns.to_string(), path.app.to_string());
-        ensure_routes_free(
+        service::apps::ensure_routes_free(
             &s,
             Some(&me),
             body.domains.as_deref().unwrap_or_default(),
@@ -272,14 +257,9 @@ pub async fn create_version(
             }
             _ => {
                 let body = request.into_body().into_data_stream();
-                s.intake
-                    .create_version(&path.ns, &path.app, &p.name, body)
-                    .await?
+                service::apps::create_version(&s, &path.ns, &path.app, &p.name, body).await?
             }
         };
-    if version.state == VersionState::Building {
-        s.build_wake.notify_one();
-    }
     Ok((StatusCode::CREATED, Json(version)))
 }
 
@@ -338,14 +318,15 @@ async fn upload_multipart(
             }
         }
     };
-    let intake = s.intake.create_version(
+    let intake = service::apps::create_version(
+        s,
         &path.ns,
         &path.app,
         actor,
         tokio_stream::wrappers::ReceiverStream::new(rx),
     );
     let ((), version) = tokio::join!(pump, intake);
-    Ok(version?)
+    version
 }
 
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/versions/{version}/build-log", tag = "versions",
@@ -449,25 +430,13 @@ pub async fn logs(
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<LogParams>,
 ) -> Result<Response, ApiError> {
-    p.authorize(Action::Read, Some(path.ns.as_str()))?;
-    if params.tail.is_some_and(|t| t > 10_000) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "tail must be at most 10000",
-        ));
-    }
-    s.store.get_app(&path.ns, &path.app).await?;
-    let feed = s
-        .runtime
-        .logs(LogQuery {
-            namespace: path.ns.to_string(),
-            app: path.app.to_string(),
-            instance: params.instance,
-            since: params.since,
-            tail: params.tail,
-            follow: params.follow.unwrap_or(false),
-        })
-        .await?;
+    let request = LogRequest {
+        instance: params.instance,
+        since: params.since,
+        tail: params.tail,
+        follow: params.follow.unwrap_or(false),
+    };
+    let feed = service::apps::logs(&s, &p, &path.ns, &path.app, request).await?;
     let wants_sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -636,61 +605,6 @@ pub async fn autoscaling_status(
         s.scaling.versions(record.id),
         decisions,
     )))
-}
-
-/// Refuses bindings to registries the namespace does not have.
-async fn ensure_registries_exist(
-    s: &AppState,
-    ns: &Name,
-    bindings: &[tideway_api_types::RegistryBinding],
-) -> Result<(), ApiError> {
-    validate_bindings(bindings)?;
-    let known: Vec<String> = s
-        .store
-        .list_registry_objects(Some(ns), RegistryObjectKind::Connection)
-        .await?
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
-    for (i, b) in bindings.iter().enumerate() {
-        if b.registry != BUILTIN && !known.contains(&b.registry) {
-            return Err(ApiError::Validation(Invalid::new(
-                format!("registries[{i}].registry"),
-                format!("the namespace has no registry connection '{}'", b.registry),
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Refuses domains or path prefixes another app already claims (`except` is the app being
-/// changed).
-async fn ensure_routes_free(
-    s: &AppState,
-    except: Option<&(String, String)>,
-    domains: &[String],
-    prefixes: &[String],
-) -> Result<(), ApiError> {
-    if domains.is_empty() && prefixes.is_empty() {
-        return Ok(());
-    }
-    for other in s.store.routing_state().await? {
-        let a = &other.record.app;
-        if except.is_some_and(|(ns, name)| *ns == a.namespace && *name == a.name) {
-            continue;
-        }
-        let taken = domains
-            .iter()
-            .find(|d| a.domains.contains(d))
-            .or_else(|| prefixes.iter().find(|p| a.path_prefixes.contains(p)));
-        if let Some(route) = taken {
-            return Err(ApiError::Conflict {
-                code: "route_taken",
-                message: format!("'{route}' already routes to {}/{}", a.namespace, a.name),
-            });
-        }
-    }
-    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/traffic", tag = "traffic",

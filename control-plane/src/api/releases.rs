@@ -1,6 +1,7 @@
 //! `/api/v1/namespaces/{ns}/apps/{app}/releases...` and `.../rollback`: starting releases
 //! (or planning them with `?dry_run=true`), reading them, and the user's controls over an
-//! active one. The release reconciler walks them; this module only records intent.
+//! active one. The rules live in [`crate::service::releases`], shared with the gRPC API; the
+//! handlers here only read the request and shape the answer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,10 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::json;
 use tideway_api_types::{
-    Page, PromoteRequest, Release, ReleaseCreate, ReleasePlan, ReleaseState, RollbackRequest,
-    Strategy,
+    Page, PromoteRequest, Release, ReleaseCreate, ReleasePlan, RollbackRequest,
 };
 use tideway_rollout::Control;
 use utoipa::IntoParams;
@@ -22,11 +21,8 @@ use super::error::ApiError;
 use super::extract::{etag, ApiJson, ApiQuery, AppPath, OptionalJson};
 use super::params::ListParams;
 use super::{AppState, CommonErrors};
-use crate::domain::event::NewEvent;
-use crate::domain::placement::context_of;
 use crate::domain::token::{Action, Principal};
-use crate::domain::Invalid;
-use crate::store::{PageRequest, StoreError};
+use crate::service::releases;
 
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/apps/{app}/releases", tag = "releases",
     params(("ns" = String, Path, description = "Namespace"), ("app" = String, Path, description = "App"), ListParams),
@@ -70,67 +66,11 @@ pub async fn create(
     ApiQuery(params): ApiQuery<CreateParams>,
     ApiJson(body): ApiJson<ReleaseCreate>,
 ) -> Result<Response, ApiError> {
-    p.authorize(Action::Deploy, Some(path.ns.as_str()))?;
-    let strategy = body.strategy.unwrap_or(Strategy::Immediate);
-    tideway_rollout::validate(&strategy)
-        .map_err(|e| ApiError::Validation(Invalid::new(e.field, e.message)))?;
-    let record = s.store.get_app(&path.ns, &path.app).await?;
-    let no_version = || {
-        ApiError::Validation(Invalid::new(
-            "target_version",
-            format!("the app has no version {}", body.target_version),
-        ))
-    };
     if params.dry_run.unwrap_or(false) {
-        match s
-            .store
-            .get_version(&path.ns, &path.app, body.target_version)
-            .await
-        {
-            Ok(_) => {}
-            Err(StoreError::NotFound { .. }) => return Err(no_version()),
-            Err(e) => return Err(e.into()),
-        }
-        let ctx = tideway_rollout::Context {
-            replicas: record.app.replicas.max(1),
-            stable_version: record.app.current_version,
-        };
-        let plan = tideway_rollout::plan(&strategy, body.target_version, &ctx);
+        let plan = releases::plan(&s, &p, &path.ns, &path.app, &body).await?;
         return Ok(Json(plan).into_response());
     }
-    let event = NewEvent::new("ReleaseCreated", &p.name, "started through the API")
-        .app(path.ns.as_str(), path.app.as_str())
-        .details(json!({"target_version": body.target_version, "strategy": strategy}));
-    let result = if body.supersede {
-        let superseded = NewEvent::new(
-            "ReleaseSuperseded",
-            &p.name,
-            format!("superseded by a release of v{}", body.target_version),
-        )
-        .app(path.ns.as_str(), path.app.as_str());
-        s.store
-            .replace_release(
-                &path.ns,
-                &path.app,
-                body.target_version,
-                &strategy,
-                event,
-                superseded,
-            )
-            .await
-    } else {
-        s.store
-            .create_release(&path.ns, &path.app, body.target_version, &strategy, event)
-            .await
-    };
-    let release = result.map_err(|e| match e {
-        // The app exists but the body names a version it does not have.
-        StoreError::NotFound {
-            kind: "version", ..
-        } => no_version(),
-        other => other.into(),
-    })?;
-    wake_all(&s);
+    let release = releases::start(&s, &p, &path.ns, &path.app, &body).await?;
     Ok((StatusCode::CREATED, Json(release)).into_response())
 }
 
@@ -226,38 +166,11 @@ async fn apply_control(
     segments: &HashMap<String, String>,
     control: Control,
 ) -> Result<Json<Release>, ApiError> {
+    // Authorized before the id is parsed: a refused caller gets 403 whatever the path holds.
     p.authorize(Action::Deploy, Some(path.ns.as_str()))?;
     let id = release_id(segments)?;
-    // The reconciler may move the release between our read and our write; the control then
-    // applies to the release as it is now, a few times before giving up.
-    let mut attempts = 0;
-    loop {
-        let release = s.store.get_release(&path.ns, &path.app, id).await?;
-        let record = s.store.get_app(&path.ns, &path.app).await?;
-        let ctx = context_of(&record.app, &release);
-        let transition =
-            tideway_rollout::control(&release, &ctx, control, s.clock.now()).map_err(|e| {
-                ApiError::Conflict {
-                    code: e.code,
-                    message: e.message,
-                }
-            })?;
-        let event = NewEvent::new(transition.kind, &p.name, transition.reason.clone())
-            .app(path.ns.as_str(), path.app.as_str())
-            .details(json!({"release": id, "inputs": transition.details}));
-        match s
-            .store
-            .transition_release(id, release.generation, &transition, event)
-            .await
-        {
-            Ok(updated) => {
-                wake_all(s);
-                return Ok(Json(updated));
-            }
-            Err(StoreError::PreconditionFailed { .. }) if attempts < 5 => attempts += 1,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let release = releases::control(s, p, &path.ns, &path.app, id, control).await?;
+    Ok(Json(release))
 }
 
 #[utoipa::path(post, path = "/api/v1/namespaces/{ns}/apps/{app}/rollback", tag = "releases",
@@ -271,94 +184,6 @@ pub async fn rollback(
     path: AppPath,
     OptionalJson(body): OptionalJson<RollbackRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    p.authorize(Action::Deploy, Some(path.ns.as_str()))?;
-    let record = s.store.get_app(&path.ns, &path.app).await?;
-    let asked = body.version;
-    let version = match asked {
-        Some(v) => v,
-        None => previous_version(&s, &path, record.app.current_version).await?,
-    };
-    if Some(version) == record.app.current_version {
-        let active = s
-            .store
-            .list_releases(&path.ns, &path.app, &first_page())
-            .await?
-            .items
-            .into_iter()
-            .any(|r| r.state.is_active());
-        if !active {
-            return Err(ApiError::Conflict {
-                code: "already_serving",
-                message: format!("v{version} is already the serving version"),
-            });
-        }
-    }
-    let strategy = Strategy::Immediate;
-    let reason = format!("rollback to v{version}");
-    let event = NewEvent::new("RollbackStarted", &p.name, reason.clone())
-        .app(path.ns.as_str(), path.app.as_str())
-        .details(json!({"target_version": version, "strategy": strategy, "rollback": true}));
-    let superseded = NewEvent::new("ReleaseSuperseded", &p.name, reason)
-        .app(path.ns.as_str(), path.app.as_str());
-    let release = s
-        .store
-        .replace_release(&path.ns, &path.app, version, &strategy, event, superseded)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound {
-                kind: "version", ..
-            } => ApiError::Validation(Invalid::new(
-                "version",
-                format!("the app has no version {version}"),
-            )),
-            other => other.into(),
-        })?;
-    wake_all(&s);
+    let release = releases::rollback(&s, &p, &path.ns, &path.app, body.version).await?;
     Ok((StatusCode::CREATED, Json(release)))
-}
-
-fn first_page() -> PageRequest {
-    PageRequest {
-        limit: 50,
-        cursor: None,
-    }
-}
-
-/// The version to roll back to by default: the active release's stable version, or the one
-/// the release that made the current version serve replaced.
-async fn previous_version(
-    s: &AppState,
-    path: &AppPath,
-    current: Option<u32>,
-) -> Result<u32, ApiError> {
-    let releases = s
-        .store
-        .list_releases(&path.ns, &path.app, &first_page())
-        .await?
-        .items;
-    if let Some(active) = releases.iter().find(|r| r.state.is_active()) {
-        if let Some(stable) = active.progress.stable_version.or(current) {
-            return Ok(stable);
-        }
-    }
-    releases
-        .iter()
-        .filter(|r| r.state == ReleaseState::Succeeded && Some(r.target_version) == current)
-        .find_map(|r| {
-            r.progress
-                .stable_version
-                .or_else(|| r.from_versions.last().copied())
-        })
-        .ok_or_else(|| {
-            ApiError::Validation(Invalid::new(
-                "version",
-                "the app has no earlier serving version; name one",
-            ))
-        })
-}
-
-fn wake_all(s: &AppState) {
-    s.release_wake.notify_one();
-    s.runtime_wake.notify_one();
-    s.routes_wake.notify_one();
 }

@@ -1,5 +1,9 @@
-//! The control plane's gRPC service for gateways that run in their own process
-//! (`tideway gateway`): `WatchRoutes` streams the route table the route builder publishes
+//! The control plane's gRPC port (`--grpc-addr`): the API for tools (`tideway.v1`, in
+//! [`tools`], [`apps`] and [`releases`]), server reflection (v1 and v1alpha, so grpcurl-style
+//! tools can list and describe everything), and this module's service for gateways that
+//! run in their own process (`tideway gateway`).
+//!
+//! `GatewaySync`: `WatchRoutes` streams the route table the route builder publishes
 //! (the current table at once, then every change; intermediate tables may be skipped, each
 //! message is a whole table), and `PushMetrics` merges the gateways' per-second samples
 //! into the same [`GatewayMetrics`] the in-process gateway fills, so the metrics API, the
@@ -11,6 +15,12 @@
 //! namespace). Tokens are checked when a call starts; a long-lived stream is not cut when
 //! its token is revoked later.
 
+pub mod apps;
+pub mod follow;
+pub mod releases;
+pub mod status;
+pub mod tools;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,8 +28,11 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt as _};
 use tideway_gateway::route::RouteTable;
 use tideway_gateway::GatewayMetrics;
+use tideway_proto::api::{AppServiceServer, ReleaseServiceServer};
 use tideway_proto::v1::{MetricsBatch, PushMetricsAck, RouteTableMsg, WatchRoutesRequest};
-use tideway_proto::{sample_from_proto, table_to_proto, GatewaySync, GatewaySyncServer};
+use tideway_proto::{
+    sample_from_proto, table_to_proto, GatewaySync, GatewaySyncServer, FILE_DESCRIPTOR_SET,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, WatchStream};
@@ -62,11 +75,27 @@ impl GatewaySyncService {
             .map_err(|_| Status::permission_denied("a gateway needs an unrestricted admin token"))
     }
 
-    /// Serves on `listener` until `shutdown` fires.
+    /// Serves this service, the API for tools and reflection on `listener` until
+    /// `shutdown` fires.
     pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
+        let tools = Arc::new(tools::ToolsApi {
+            state: self.state.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        };
         tonic::transport::Server::builder()
             .add_service(GatewaySyncServer::new(self))
+            .add_service(
+                AppServiceServer::from_arc(tools.clone())
+                    .max_decoding_message_size(apps::DEPLOY_MESSAGE_LIMIT),
+            )
+            .add_service(ReleaseServiceServer::from_arc(tools))
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
                 shutdown.cancelled_owned(),
