@@ -25,7 +25,7 @@ enum Command {
     /// Run the control plane.
     Server {
         #[command(flatten)]
-        config: ServerConfig,
+        config: Box<ServerConfig>,
         /// Log format on stderr.
         #[arg(long, env = "TIDEWAY_LOG_FORMAT", value_enum, default_value = "pretty")]
         log_format: LogFormat,
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Server { config, log_format } => serve(config, log_format).await,
+            Command::Server { config, log_format } => serve(*config, log_format).await,
             Command::Gateway { args } => tideway::remote_gateway::run(args).await,
             Command::Client(command) => tideway_cli::run(command).await,
             Command::Shim { .. } => Ok(()),
