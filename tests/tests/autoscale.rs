@@ -363,3 +363,91 @@ async fn reaction_time_over_runs() {
         readies.last().unwrap().as_millis()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_canary_scales_on_its_own_traffic() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    deploy_hello(&s, "lanes", 2, 1).await;
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("{APPS}/lanes/autoscaling"),
+            Some(json!({
+                "min": 1, "max": 8,
+                "metrics": [{"type": "concurrency", "target": 5}],
+                "stable_window_secs": 10
+            })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Only requests carrying the header reach v2.
+    let r = s
+        .post(
+            &format!("{APPS}/lanes/releases"),
+            json!({"target_version": 2, "strategy": {"type": "gray", "rules": [{"header": {"name": "x-canary", "exact": "true"}}]}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_i64().unwrap();
+    wait_until("gray phase", Duration::from_secs(30), || async {
+        s.get(&format!("{APPS}/lanes/releases/{id}")).await.body["state"] == "paused"
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = reqwest::Client::new();
+    for _ in 0..30 {
+        let (client, stop) = (client.clone(), stop.clone());
+        let url = format!("{}/?delay_ms=100", s.gateway_url);
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = client
+                    .get(&url)
+                    .header("host", "lanes.default.localhost")
+                    .header("x-canary", "true")
+                    .send()
+                    .await;
+            }
+        });
+    }
+    let version_desired = |body: &Value, v: u64| {
+        body["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["version"] == v)
+            .and_then(|x| x["desired"].as_u64())
+    };
+    wait_until("the canary scales out", Duration::from_secs(15), || async {
+        let st = s
+            .get(&format!("{APPS}/lanes/autoscaling/status"))
+            .await
+            .body;
+        version_desired(&st, 2).is_some_and(|d| d >= 4)
+    })
+    .await;
+    let st = s
+        .get(&format!("{APPS}/lanes/autoscaling/status"))
+        .await
+        .body;
+    assert_eq!(
+        version_desired(&st, 1),
+        Some(1),
+        "the idle stable stays at 1: {st}"
+    );
+    wait_until(
+        "canary instances ready",
+        Duration::from_secs(30),
+        || async {
+            let r = s.get(&format!("{APPS}/lanes/instances")).await;
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["version"] == 2 && i["state"] == "ready")
+                .count()
+                >= 4
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+}
