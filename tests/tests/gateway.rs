@@ -122,7 +122,15 @@ async fn routing_by_host_domain_and_prefix() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "no_route");
-    // An app with no ready instance answers 503 with Retry-After.
+    // An app with no ready instance answers 503 with Retry-After (once its route is live:
+    // `other` was created a moment ago, and the table follows within a rebuild).
+    wait_until("the route of `other`", Duration::from_secs(2), || async {
+        through(&client, &s, "other.default.localhost", "/", &[])
+            .await
+            .status()
+            != StatusCode::NOT_FOUND
+    })
+    .await;
     let r = through(&client, &s, "other.default.localhost", "/", &[]).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.headers().contains_key("retry-after"));
