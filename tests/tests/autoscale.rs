@@ -31,6 +31,18 @@ async fn ready(s: &TestServer, app: &str) -> usize {
         .count()
 }
 
+/// Stores `policy` as the app's autoscaling policy.
+async fn put_policy(s: &TestServer, app: &str, policy: Value) {
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("{APPS}/{app}/autoscaling"),
+            Some(policy),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
 /// `clients` concurrent loops of `GET /?delay_ms=100` through the gateway until `stop`.
 fn load(s: &TestServer, host: &str, clients: usize, stop: Arc<AtomicBool>) -> Arc<AtomicU64> {
     let failures = Arc::new(AtomicU64::new(0));
@@ -63,18 +75,16 @@ fn load(s: &TestServer, host: &str, clients: usize, stop: Arc<AtomicBool>) -> Ar
 async fn concurrency_step_scales_out_fast_and_back_after_the_stable_window() {
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
     deploy_hello(&s, "busy", 1, 1).await;
-    let r = s
-        .call(
-            Method::PUT,
-            &format!("{APPS}/busy/autoscaling"),
-            Some(json!({
-                "min": 1, "max": 10,
-                "metrics": [{"type": "concurrency", "target": 5}],
-                "stable_window_secs": 10
-            })),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    put_policy(
+        &s,
+        "busy",
+        json!({
+            "min": 1, "max": 10,
+            "metrics": [{"type": "concurrency", "target": 5}],
+            "stable_window_secs": 10
+        }),
+    )
+    .await;
     // Let the autoscaler see idle seconds first, as in production.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(desired(&s, "busy").await, 1);
@@ -133,18 +143,16 @@ async fn concurrency_step_scales_out_fast_and_back_after_the_stable_window() {
 async fn scale_to_zero_and_back_on_the_next_request() {
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
     deploy_hello(&s, "nap", 1, 1).await;
-    let r = s
-        .call(
-            Method::PUT,
-            &format!("{APPS}/nap/autoscaling"),
-            Some(json!({
-                "min": 0, "max": 3, "scale_to_zero": true,
-                "metrics": [{"type": "rps", "target": 50}],
-                "stable_window_secs": 6, "scale_to_zero_grace_secs": 2
-            })),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    put_policy(
+        &s,
+        "nap",
+        json!({
+            "min": 0, "max": 3, "scale_to_zero": true,
+            "metrics": [{"type": "rps", "target": 50}],
+            "stable_window_secs": 6, "scale_to_zero_grace_secs": 2
+        }),
+    )
+    .await;
     let idle = wait_until("scale to zero", Duration::from_secs(40), || async {
         desired(&s, "nap").await == 0 && ready(&s, "nap").await == 0
     })
@@ -221,18 +229,16 @@ async fn custom_metric_over_otlp_drives_the_count() {
         .as_str()
         .unwrap()
         .to_owned();
-    let r = s
-        .call(
-            Method::PUT,
-            &format!("{APPS}/worker/autoscaling"),
-            Some(json!({
-                "min": 1, "max": 6,
-                "metrics": [{"type": "custom", "name": "queue_length", "target": 10}],
-                "stable_window_secs": 10
-            })),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    put_policy(
+        &s,
+        "worker",
+        json!({
+            "min": 1, "max": 6,
+            "metrics": [{"type": "custom", "name": "queue_length", "target": 10}],
+            "stable_window_secs": 10
+        }),
+    )
+    .await;
     // A queue of 35 items at 10 per instance asks for 4 instances.
     let provider = queue_exporter(&s.otlp_url, &instance, 35.0);
     let took = wait_until(
@@ -310,18 +316,16 @@ async fn reaction_time_over_runs() {
         .unwrap_or(5);
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
     deploy_hello(&s, "bench", 1, 1).await;
-    let r = s
-        .call(
-            Method::PUT,
-            &format!("{APPS}/bench/autoscaling"),
-            Some(json!({
-                "min": 1, "max": 10,
-                "metrics": [{"type": "concurrency", "target": 5}],
-                "stable_window_secs": 10
-            })),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    put_policy(
+        &s,
+        "bench",
+        json!({
+            "min": 1, "max": 10,
+            "metrics": [{"type": "concurrency", "target": 5}],
+            "stable_window_secs": 10
+        }),
+    )
+    .await;
     let (mut decisions, mut readies) = (Vec::new(), Vec::new());
     for run in 1..=runs {
         wait_until(
@@ -368,18 +372,16 @@ async fn reaction_time_over_runs() {
 async fn an_overloaded_canary_scales_on_its_own_traffic() {
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
     deploy_hello(&s, "lanes", 2, 1).await;
-    let r = s
-        .call(
-            Method::PUT,
-            &format!("{APPS}/lanes/autoscaling"),
-            Some(json!({
-                "min": 1, "max": 8,
-                "metrics": [{"type": "concurrency", "target": 5}],
-                "stable_window_secs": 10
-            })),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    put_policy(
+        &s,
+        "lanes",
+        json!({
+            "min": 1, "max": 8,
+            "metrics": [{"type": "concurrency", "target": 5}],
+            "stable_window_secs": 10
+        }),
+    )
+    .await;
     // Only requests carrying the header reach v2.
     let r = s
         .post(
