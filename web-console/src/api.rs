@@ -62,10 +62,7 @@ impl Api {
     ) -> Result<T, ApiFailure> {
         let res = res.map_err(|e| ApiFailure::unreachable(&e))?;
         let status = res.status();
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|e| ApiFailure::unreachable(&e))?;
+        let bytes = res.bytes().await.map_err(|e| ApiFailure::unreachable(&e))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ApiFailure {
                 status: status.as_u16(),

@@ -84,7 +84,7 @@ fn axis_label(v: f64) -> String {
 fn time_label(secs: f64) -> String {
     if secs.abs() < 0.5 {
         "now".into()
-    } else if secs.abs() >= 60.0 {
+    } else if secs.abs() >= 60.0 && (secs.abs().round() as i64) % 60 == 0 {
         format!("-{}m", (secs.abs() / 60.0).round())
     } else {
         format!("-{}s", secs.abs().round())
@@ -159,7 +159,11 @@ impl Chart {
                 x2 = W - RIGHT,
                 lx = LEFT - 6.0,
                 ty = y + 4.0,
-                label = escape(&format!("{}{}", axis_label(v), if i == 2 { &self.unit } else { "" })),
+                label = escape(&format!(
+                    "{}{}",
+                    axis_label(v),
+                    if i == 2 { &self.unit } else { "" }
+                )),
             );
         }
         let (a, b) = self.x_range;
@@ -255,13 +259,23 @@ mod tests {
     fn draws_lines_with_gaps_and_scales_to_the_frame() {
         let s = Series {
             label: "v1".into(),
-            points: vec![(-100.0, Some(0.0)), (-50.0, Some(10.0)), (-40.0, None), (0.0, Some(5.0))],
+            points: vec![
+                (-100.0, Some(0.0)),
+                (-50.0, Some(10.0)),
+                (-40.0, None),
+                (0.0, Some(5.0)),
+            ],
         };
         let svg = chart(vec![s], vec![], false).render();
         // max 10 → nice ceiling of 10.5 is 20; the frame is 44..630 × 10..158.
-        assert!(svg.contains(r#"d="M44.0 158.0L337.0 84.0M630.0 121.0""#), "{svg}");
+        assert!(
+            svg.contains(r#"d="M44.0 158.0L337.0 84.0M630.0 121.0""#),
+            "{svg}"
+        );
         assert!(svg.contains(">20<"), "top label is the nice maximum: {svg}");
-        assert!(svg.contains(">-100s<") && svg.contains(">now<"));
+        assert!(svg.contains(">-100s<") && svg.contains(">-50s<") && svg.contains(">now<"));
+        assert_eq!(time_label(-300.0), "-5m");
+        assert_eq!(time_label(-225.0), "-225s");
         assert!(svg.contains(r#"<span class="swatch s0"></span>v1"#));
     }
 
@@ -272,7 +286,10 @@ mod tests {
             points: vec![(-100.0, Some(1.0)), (-50.0, Some(2.0))],
         };
         let svg = chart(vec![s], vec![], true).render();
-        assert!(svg.contains(r#"d="M44.0 98.8H337.0V39.6H630.0V39.6""#), "{svg}");
+        assert!(
+            svg.contains(r#"d="M44.0 98.8H337.0V39.6H630.0V39.6""#),
+            "{svg}"
+        );
     }
 
     #[test]
@@ -286,9 +303,15 @@ mod tests {
             label: "old".into(),
         };
         let svg = chart(vec![], vec![m, outside], false).render();
-        assert!(svg.contains("<title>v1 1 → 3: panic &lt;concurrency&gt;</title>"), "{svg}");
+        assert!(
+            svg.contains("<title>v1 1 → 3: panic &lt;concurrency&gt;</title>"),
+            "{svg}"
+        );
         assert!(!svg.contains("old"));
         assert!(svg.contains("No traffic"));
-        assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

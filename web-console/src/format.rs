@@ -21,7 +21,7 @@ pub fn rate(v: f64) -> String {
 pub fn percent(v: Option<f64>) -> String {
     match v {
         None => "–".into(),
-        Some(p) if p == 0.0 => "0%".into(),
+        Some(p) if p <= 0.0 => "0%".into(),
         Some(p) if p < 0.1 => "<0.1%".into(),
         Some(p) => format!("{p:.1}%"),
     }
@@ -217,7 +217,13 @@ mod tests {
         assert_eq!(s.rps, 40.0 / 2.0);
         assert_eq!(s.error_rate, Some(3.0 * 100.0 / 40.0));
         assert_eq!(s.p99_ms, Some(30.0));
-        let empty = summarize(&AppMetrics { step_secs: 1, series: vec![] }, 5);
+        let empty = summarize(
+            &AppMetrics {
+                step_secs: 1,
+                series: vec![],
+            },
+            5,
+        );
         assert_eq!(empty, Summary::default());
     }
 }

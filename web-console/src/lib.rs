@@ -162,7 +162,11 @@ mod tests {
     #[tokio::test]
     async fn assets_are_embedded() {
         let res = console()
-            .oneshot(Request::get("/assets/console.css").body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/assets/console.css")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);

@@ -74,15 +74,24 @@ async fn render(api: &Api, view: &View) -> Result<(&'static str, String), ApiFai
     Ok(match view {
         View::Overview => {
             let data = pages::overview::load(api).await?;
-            ("live-overview", pages::overview::render(&data).into_string())
+            (
+                "live-overview",
+                pages::overview::render(&data).into_string(),
+            )
         }
         View::App(a) => {
             let d = pages::app::load(api, &a.path()).await?;
-            ("live-app", pages::app::render(&d, &a.ns, Utc::now()).into_string())
+            (
+                "live-app",
+                pages::app::render(&d, &a.ns, Utc::now()).into_string(),
+            )
         }
         View::Release(a, id) => {
             let (r, events) = pages::release::load(api, &a.path(), *id).await?;
-            ("live-release", pages::release::render(&r, &events).into_string())
+            (
+                "live-release",
+                pages::release::render(&r, &events).into_string(),
+            )
         }
     })
 }
@@ -111,7 +120,9 @@ pub async fn stream(user: User, Query(q): Query<LiveQuery>) -> Response {
                     .event("tick")
                     .data(Utc::now().format("%H:%M:%S").to_string()),
                 Err(e) if e.status == 401 => {
-                    let _ = tx.send(Ok(Event::default().event("expired").data("signed out"))).await;
+                    let _ = tx
+                        .send(Ok(Event::default().event("expired").data("signed out")))
+                        .await;
                     return;
                 }
                 Err(e) => Event::default().event("problem").data(e.message),

@@ -131,8 +131,7 @@ pub fn random_token() -> String {
 /// Compares secrets in time independent of where they differ.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -201,12 +200,22 @@ pub struct User {
 
 impl User {
     /// Checks the CSRF field of a submitted form.
-    pub fn check_csrf(&self, submitted: Option<&str>) -> Result<(), Response> {
+    pub fn check_csrf(&self, submitted: Option<&str>) -> Result<(), CsrfRefused> {
         if csrf_ok(&self.session.csrf, submitted) {
             Ok(())
         } else {
-            Err(forbidden_csrf())
+            Err(CsrfRefused)
         }
+    }
+}
+
+/// A form whose CSRF token is missing or wrong: answered 403.
+#[derive(Debug)]
+pub struct CsrfRefused;
+
+impl IntoResponse for CsrfRefused {
+    fn into_response(self) -> Response {
+        forbidden_csrf()
     }
 }
 

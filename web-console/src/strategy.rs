@@ -88,7 +88,11 @@ pub fn from_form(form: &Form) -> Result<Strategy, String> {
                 "weight",
                 number(form, "gray_weight", "Weight of other requests")?,
             );
-            put(&mut s, "pause_secs", number(form, "gray_pause_secs", "Pause")?);
+            put(
+                &mut s,
+                "pause_secs",
+                number(form, "gray_pause_secs", "Pause")?,
+            );
         }
         "batch" => {
             put(
@@ -180,8 +184,8 @@ mod tests {
         assert_eq!(g.rules[0].header.as_ref().unwrap().name, "x-beta");
         assert_eq!(g.weight, 10);
         assert_eq!(g.analysis.unwrap().interval_secs, 5);
-        let Strategy::Batch(b) = from_form(&form(&[("strategy", "batch"), ("batch_beta", "on")]))
-            .unwrap()
+        let Strategy::Batch(b) =
+            from_form(&form(&[("strategy", "batch"), ("batch_beta", "on")])).unwrap()
         else {
             panic!()
         };

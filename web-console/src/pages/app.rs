@@ -85,7 +85,9 @@ pub fn split(app: &App, traffic: &TrafficPolicyState, active: Option<&Release>) 
             .map(|w| (w.version, w.weight))
             .collect();
     }
-    app.current_version.map(|v| vec![(v, 100)]).unwrap_or_default()
+    app.current_version
+        .map(|v| vec![(v, 100)])
+        .unwrap_or_default()
 }
 
 fn seconds_before(t: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
@@ -136,7 +138,11 @@ fn metric_series(
 /// ending at today's count.
 fn instance_series(d: &AppData, now: DateTime<Utc>) -> Vec<Series> {
     let mut current: BTreeMap<u32, u32> = BTreeMap::new();
-    for i in d.instances.iter().filter(|i| i.state != InstanceState::Stopped) {
+    for i in d
+        .instances
+        .iter()
+        .filter(|i| i.state != InstanceState::Stopped)
+    {
         *current.entry(i.version).or_default() += 1;
     }
     let decisions: &[ScaleDecision] = d.scaling.as_ref().map_or(&[], |s| &s.decisions);
@@ -197,33 +203,49 @@ pub fn render(d: &AppData, ns: &str, now: DateTime<Utc>) -> Markup {
     let decisions: &[ScaleDecision] = d.scaling.as_ref().map_or(&[], |s| &s.decisions);
     let marks = markers(decisions, now);
     let range = (-(WINDOW_SECS as f64), 0.0);
-    let chart = |id: &str, title: &str, headline: String, unit: &str, series: Vec<Series>, step: bool| {
-        raw(Chart {
-            id: id.into(),
-            title: title.into(),
-            headline,
-            unit: unit.into(),
-            x_range: range,
-            series,
-            markers: marks.clone(),
-            step,
-        }
-        .render())
-    };
-    let ready = d.instances.iter().filter(|i| i.state == InstanceState::Ready).count();
+    let chart =
+        |id: &str, title: &str, headline: String, unit: &str, series: Vec<Series>, step: bool| {
+            raw(Chart {
+                id: id.into(),
+                title: title.into(),
+                headline,
+                unit: unit.into(),
+                x_range: range,
+                series,
+                markers: marks.clone(),
+                step,
+            }
+            .render())
+        };
+    let ready = d
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Ready)
+        .count();
     let rules: Vec<String> = match active.map(|r| &r.strategy) {
         Some(Strategy::Gray(g)) => g
             .rules
             .iter()
             .filter_map(|r| r.header.as_ref())
-            .map(|h| format!("header {} = {} → v{}", h.name, h.exact.as_deref().or(h.prefix.as_deref()).unwrap_or("*"), active.map_or(0, |r| r.target_version)))
+            .map(|h| {
+                format!(
+                    "header {} = {} → v{}",
+                    h.name,
+                    h.exact.as_deref().or(h.prefix.as_deref()).unwrap_or("*"),
+                    active.map_or(0, |r| r.target_version)
+                )
+            })
             .collect(),
         _ => d
             .traffic
             .policy
             .rules
             .iter()
-            .filter_map(|r| r.header.as_ref().map(|h| format!("header {} → v{}", h.name, r.version)))
+            .filter_map(|r| {
+                r.header
+                    .as_ref()
+                    .map(|h| format!("header {} → v{}", h.name, r.version))
+            })
             .collect(),
     };
     html! {
@@ -340,7 +362,9 @@ pub async fn page(user: User, path: AppPath) -> PageResult {
     let d = load(&user.api, &path).await?;
     let now = Utc::now();
     let can_rollback = user.session.can_deploy()
-        && d.releases.iter().any(|r| r.state == ReleaseState::Succeeded);
+        && d.releases
+            .iter()
+            .any(|r| r.state == ReleaseState::Succeeded);
     let body = html! {
         div.toolbar {
             div {
@@ -457,8 +481,14 @@ mod tests {
         assert_eq!(split(&app(None), &traffic(vec![]), None), vec![]);
         assert_eq!(split(&app(Some(1)), &traffic(vec![]), None), vec![(1, 100)]);
         let policy = traffic(vec![
-            VersionWeight { version: 1, weight: 90 },
-            VersionWeight { version: 2, weight: 10 },
+            VersionWeight {
+                version: 1,
+                weight: 90,
+            },
+            VersionWeight {
+                version: 2,
+                weight: 10,
+            },
         ]);
         assert_eq!(split(&app(Some(1)), &policy, None), vec![(1, 90), (2, 10)]);
         let t = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
@@ -480,6 +510,9 @@ mod tests {
             updated_at: t,
             generation: 1,
         };
-        assert_eq!(split(&app(Some(1)), &policy, Some(&release)), vec![(1, 80), (2, 20)]);
+        assert_eq!(
+            split(&app(Some(1)), &policy, Some(&release)),
+            vec![(1, 80), (2, 20)]
+        );
     }
 }

@@ -121,7 +121,12 @@ fn render(
     }
 }
 
-async fn show(user: &User, path: &AppPath, text: Option<&str>, error: Option<&ApiFailure>) -> PageResult {
+async fn show(
+    user: &User,
+    path: &AppPath,
+    text: Option<&str>,
+    error: Option<&ApiFailure>,
+) -> PageResult {
     let base = path.api();
     let (policy_url, status_url) = (
         format!("{base}/autoscaling"),
@@ -137,7 +142,14 @@ async fn show(user: &User, path: &AppPath, text: Option<&str>, error: Option<&Ap
         (None, Some(s)) => serde_json::to_string_pretty(&s.policy).unwrap_or_default(),
         (None, None) => TEMPLATE.to_string(),
     };
-    let body = render(user, path, &text, stored.as_ref(), status.ok().as_ref(), error);
+    let body = render(
+        user,
+        path,
+        &text,
+        stored.as_ref(),
+        status.ok().as_ref(),
+        error,
+    );
     let mut res = html_page(frame(
         user,
         Frame {
@@ -165,7 +177,7 @@ pub async fn save(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.get("csrf").map(String::as_str)) {
-        return r;
+        return r.into_response();
     }
     let text = form.get("policy").cloned().unwrap_or_default();
     let respond = |r: PageResult| r.unwrap_or_else(IntoResponse::into_response);

@@ -71,13 +71,18 @@ fn render(
         .filter(|v| v.state != VersionState::BuildFailed)
         .collect();
     let chosen = form.get("target_version").cloned().unwrap_or_else(|| {
-        ready.first().map(|v| v.number.to_string()).unwrap_or_default()
+        ready
+            .first()
+            .map(|v| v.number.to_string())
+            .unwrap_or_default()
     });
     let kind = value(form, "strategy", "immediate");
-    let radio = |v: &str, label: &str| html! {
-        label.radio {
-            input type="radio" name="strategy" value=(v) checked[kind == v];
-            span { (label) }
+    let radio = |v: &str, label: &str| {
+        html! {
+            label.radio {
+                input type="radio" name="strategy" value=(v) checked[kind == v];
+                span { (label) }
+            }
         }
     };
     html! {
@@ -223,14 +228,20 @@ pub async fn upload(
                     Ok(bytes) if name == "artifact" => artifact = Some(bytes.to_vec()),
                     Ok(_) => {}
                     Err(e) => {
-                        state.sessions.set_flash(&user.session.id, false, format!("Upload failed: {e}"));
+                        state.sessions.set_flash(
+                            &user.session.id,
+                            false,
+                            format!("Upload failed: {e}"),
+                        );
                         return Redirect::to(&format!("{}/deploy", path.url())).into_response();
                     }
                 }
             }
             Ok(None) => break,
             Err(e) => {
-                state.sessions.set_flash(&user.session.id, false, format!("Upload failed: {e}"));
+                state
+                    .sessions
+                    .set_flash(&user.session.id, false, format!("Upload failed: {e}"));
                 return Redirect::to(&format!("{}/deploy", path.url())).into_response();
             }
         }
@@ -239,7 +250,9 @@ pub async fn upload(
         return forbidden_csrf();
     }
     let Some(bytes) = artifact.filter(|b| !b.is_empty()) else {
-        state.sessions.set_flash(&user.session.id, false, "Choose an artifact to upload.");
+        state
+            .sessions
+            .set_flash(&user.session.id, false, "Choose an artifact to upload.");
         return Redirect::to(&format!("{}/deploy", path.url())).into_response();
     };
     match user
@@ -250,12 +263,18 @@ pub async fn upload(
         Ok(v) => state.sessions.set_flash(
             &user.session.id,
             true,
-            format!("Version v{} uploaded ({}).", v.number, format::wire_name(&v.state)),
+            format!(
+                "Version v{} uploaded ({}).",
+                v.number,
+                format::wire_name(&v.state)
+            ),
         ),
         Err(e) if e.status == 401 => return PageError(e).into_response(),
-        Err(e) => state
-            .sessions
-            .set_flash(&user.session.id, false, format!("Upload refused: {}", e.message)),
+        Err(e) => state.sessions.set_flash(
+            &user.session.id,
+            false,
+            format!("Upload refused: {}", e.message),
+        ),
     }
     Redirect::to(&format!("{}/deploy", path.url())).into_response()
 }
@@ -274,7 +293,7 @@ pub async fn release(
     Form(form): Form<FormMap>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.get("csrf").map(String::as_str)) {
-        return r;
+        return r.into_response();
     }
     let respond = |r: PageResult| r.unwrap_or_else(IntoResponse::into_response);
     let strategy = match strategy::from_form(&form) {
@@ -296,7 +315,11 @@ pub async fn release(
     if form.get("action").map(String::as_str) == Some("preview") {
         return match user
             .api
-            .send::<ReleasePlan>(reqwest::Method::POST, &format!("{url}?dry_run=true"), Some(&body))
+            .send::<ReleasePlan>(
+                reqwest::Method::POST,
+                &format!("{url}?dry_run=true"),
+                Some(&body),
+            )
             .await
         {
             Ok(plan) => respond(show(&user, &path, &form, Some(&plan), None).await),

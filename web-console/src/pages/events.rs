@@ -27,7 +27,11 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 
 pub async fn page(user: User, Query(q): Query<EventQuery>) -> PageResult {
     let mut query = Vec::new();
-    for (k, v) in [("namespace", &q.namespace), ("app", &q.app), ("type", &q.kind)] {
+    for (k, v) in [
+        ("namespace", &q.namespace),
+        ("app", &q.app),
+        ("type", &q.kind),
+    ] {
         if let Some(v) = non_empty(v) {
             query.push(format!("{k}={}", encode(v)));
         }

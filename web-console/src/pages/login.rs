@@ -46,7 +46,12 @@ fn login_page(csrf: &str, error: Option<&str>) -> Markup {
     }
 }
 
-fn with_login_csrf(headers: &HeaderMap, uri: &Uri, status: StatusCode, error: Option<&str>) -> Response {
+fn with_login_csrf(
+    headers: &HeaderMap,
+    uri: &Uri,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
     let csrf = random_token();
     let secure = is_tls(headers, uri.scheme_str());
     let res = (status, Html(login_page(&csrf, error).into_string())).into_response();
@@ -77,12 +82,19 @@ pub async fn submit(
     }
     let token = form.token.trim().to_string();
     if token.is_empty() {
-        return with_login_csrf(&headers, &uri, StatusCode::UNPROCESSABLE_ENTITY, Some("Enter a token."));
+        return with_login_csrf(
+            &headers,
+            &uri,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("Enter a token."),
+        );
     }
     let api = Api::new(state.http.clone(), &state.config.api_base, &token);
     match api.get::<WhoAmI>("/whoami").await {
         Ok(me) => {
-            let id = state.sessions.create(token, me.name, me.role, me.namespaces);
+            let id = state
+                .sessions
+                .create(token, me.name, me.role, me.namespaces);
             let secure = is_tls(&headers, uri.scheme_str());
             let res = with_cookie(
                 Redirect::to("/").into_response(),
@@ -114,7 +126,7 @@ pub async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.csrf.as_deref()) {
-        return r;
+        return r.into_response();
     }
     state.sessions.remove(&user.session.id);
     let secure = is_tls(&headers, uri.scheme_str());

@@ -51,10 +51,7 @@ async fn app_row(api: &Api, app: App) -> Result<AppRow, ApiFailure> {
     let failing = instances
         .iter()
         .any(|i| matches!(i.state, InstanceState::CrashLoop | InstanceState::Unhealthy));
-    let release = releases?
-        .items
-        .into_iter()
-        .find(|r| r.state.is_active());
+    let release = releases?.items.into_iter().find(|r| r.state.is_active());
     let scaling = scaling.ok();
     let desired = match (&scaling, &release) {
         (Some(s), _) if s.enabled && !s.versions.is_empty() => {
@@ -107,13 +104,21 @@ fn status_pill(row: &AppRow) -> Markup {
 /// The live region of the overview.
 pub fn render(data: &[(Namespace, Vec<AppRow>)]) -> Markup {
     let total_apps: usize = data.iter().map(|(_, a)| a.len()).sum();
-    let total_rps: f64 = data.iter().flat_map(|(_, a)| a.iter()).map(|r| r.summary.rps).sum();
+    let total_rps: f64 = data
+        .iter()
+        .flat_map(|(_, a)| a.iter())
+        .map(|r| r.summary.rps)
+        .sum();
     let releasing = data
         .iter()
         .flat_map(|(_, a)| a.iter())
         .filter(|r| r.release.is_some())
         .count();
-    let ready: u32 = data.iter().flat_map(|(_, a)| a.iter()).map(|r| r.ready).sum();
+    let ready: u32 = data
+        .iter()
+        .flat_map(|(_, a)| a.iter())
+        .map(|r| r.ready)
+        .sum();
     html! {
         div.stats {
             div.stat { span.label { "Apps" } span.value { (total_apps) } }
@@ -235,11 +240,13 @@ pub async fn create_app(
     Form(form): Form<CreateApp>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.csrf.as_deref()) {
-        return r;
+        return r.into_response();
     }
     let ns = form.namespace.unwrap_or(ns);
     if dns_label_error(&ns).is_some() {
-        state.sessions.set_flash(&user.session.id, false, "Unknown namespace.");
+        state
+            .sessions
+            .set_flash(&user.session.id, false, "Unknown namespace.");
         return Redirect::to("/").into_response();
     }
     let replicas = form
@@ -250,7 +257,11 @@ pub async fn create_app(
     let body = json!({"name": form.name.trim(), "replicas": replicas});
     match user
         .api
-        .send::<App>(reqwest::Method::POST, &format!("/namespaces/{ns}/apps"), Some(&body))
+        .send::<App>(
+            reqwest::Method::POST,
+            &format!("/namespaces/{ns}/apps"),
+            Some(&body),
+        )
         .await
     {
         Ok(app) => {

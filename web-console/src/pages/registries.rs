@@ -35,11 +35,10 @@ fn status_text(v: &Option<serde_json::Value>) -> String {
 
 pub async fn page(user: User, Query(q): Query<RegistryQuery>) -> PageResult {
     let namespaces: Vec<Namespace> = user.api.list("/namespaces", 4).await?;
-    let ns = q
-        .ns
-        .filter(|n| dns_label_error(n).is_none())
-        .or_else(|| namespaces.first().map(|n| n.name.clone()))
-        .unwrap_or_else(|| "default".into());
+    let ns =
+        q.ns.filter(|n| dns_label_error(n).is_none())
+            .or_else(|| namespaces.first().map(|n| n.name.clone()))
+            .unwrap_or_else(|| "default".into());
     let base = format!("/namespaces/{ns}/registries");
     let sync_url = format!("{base}/sync");
     let (connections, syncs) = tokio::join!(

@@ -124,15 +124,21 @@ fn not_found() -> PageError {
     })
 }
 
-pub async fn page(user: User, path: AppPath, Path(map): Path<HashMap<String, String>>) -> PageResult {
+pub async fn page(
+    user: User,
+    path: AppPath,
+    Path(map): Path<HashMap<String, String>>,
+) -> PageResult {
     let id = release_id(&map).ok_or_else(not_found)?;
     let (release, events) = load(&user.api, &path, id).await?;
     let url = format!("{}/releases/{id}", path.url());
-    let control = |action: &str, label: &str, class: &str, confirm: Option<&str>| html! {
-        form method="post" action={(url) "/" (action)} data-confirm=[confirm] {
-            (csrf_field(&user))
-            @if action == "promote-full" { input type="hidden" name="full" value="true"; }
-            button class=(class) type="submit" #{"do-" (action)} { (label) }
+    let control = |action: &str, label: &str, class: &str, confirm: Option<&str>| {
+        html! {
+            form method="post" action={(url) "/" (action)} data-confirm=[confirm] {
+                (csrf_field(&user))
+                @if action == "promote-full" { input type="hidden" name="full" value="true"; }
+                button class=(class) type="submit" #{"do-" (action)} { (label) }
+            }
         }
     };
     let active = release.state.is_active();
@@ -163,7 +169,10 @@ pub async fn page(user: User, path: AppPath, Path(map): Path<HashMap<String, Str
             title: &format!("{} · release #{id}", path.app),
             nav: Nav::App,
             app: Some((&path.ns, &path.app)),
-            live: Some(format!("/live?view=release&ns={}&app={}&id={id}", path.ns, path.app)),
+            live: Some(format!(
+                "/live?view=release&ns={}&app={}&id={id}",
+                path.ns, path.app
+            )),
         },
         body,
     )))
@@ -177,7 +186,7 @@ pub async fn control(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.get("csrf").map(String::as_str)) {
-        return r;
+        return r.into_response();
     }
     let Some(id) = release_id(&map) else {
         return not_found().into_response();
@@ -200,12 +209,17 @@ pub async fn control(
         Ok(r) => state.sessions.set_flash(
             &user.session.id,
             true,
-            format!("Release #{id}: {action} done; now {}.", format::wire_name(&r.state)),
+            format!(
+                "Release #{id}: {action} done; now {}.",
+                format::wire_name(&r.state)
+            ),
         ),
         Err(e) if e.status == 401 => return PageError(e).into_response(),
-        Err(e) => state
-            .sessions
-            .set_flash(&user.session.id, false, format!("Could not {action}: {}", e.message)),
+        Err(e) => state.sessions.set_flash(
+            &user.session.id,
+            false,
+            format!("Could not {action}: {}", e.message),
+        ),
     }
     Redirect::to(&format!("{}/releases/{id}", path.url())).into_response()
 }
@@ -217,7 +231,7 @@ pub async fn rollback(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = user.check_csrf(form.get("csrf").map(String::as_str)) {
-        return r;
+        return r.into_response();
     }
     match user
         .api
@@ -238,9 +252,11 @@ pub async fn rollback(
         }
         Err(e) if e.status == 401 => PageError(e).into_response(),
         Err(e) => {
-            state
-                .sessions
-                .set_flash(&user.session.id, false, format!("Could not roll back: {}", e.message));
+            state.sessions.set_flash(
+                &user.session.id,
+                false,
+                format!("Could not roll back: {}", e.message),
+            );
             Redirect::to(&path.url()).into_response()
         }
     }
