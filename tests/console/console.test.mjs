@@ -288,11 +288,8 @@ describe("web console", { timeout: 170_000 }, () => {
     await page.click("#save-policy");
     await page.getByText(/Policy saved/).waitFor();
     // Under the test's load (3 clients, target 1 in flight each) the autoscaler scales up;
-    // "why did it scale?" lists the decision with its reason.
-    for (let i = 0; i < 20 && (await page.locator("#decisions li").count()) === 0; i++) {
-      await page.waitForTimeout(1500);
-      await page.reload();
-    }
+    // "why did it scale?" lists the decision with its reason, live.
+    await page.waitForSelector("#decisions li", { timeout: 30_000 });
     assert.match(await page.locator("#decisions li").first().innerText(), /v\d+: \d+ → \d+/);
     await shot("autoscaling");
   });

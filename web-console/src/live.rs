@@ -38,6 +38,7 @@ enum View {
     Overview,
     App(AppPathOwned),
     Release(AppPathOwned, i64),
+    Autoscaling(AppPathOwned),
 }
 
 #[derive(Clone)]
@@ -64,6 +65,7 @@ fn view_of(q: &LiveQuery) -> Option<View> {
     match q.view.as_str() {
         "overview" => Some(View::Overview),
         "app" => Some(View::App(app()?)),
+        "autoscaling" => Some(View::Autoscaling(app()?)),
         "release" => Some(View::Release(app()?, q.id.filter(|i| *i > 0)?)),
         _ => None,
     }
@@ -91,6 +93,18 @@ async fn render(api: &Api, view: &View) -> Result<(&'static str, String), ApiFai
             (
                 "live-release",
                 pages::release::render(&r, &events).into_string(),
+            )
+        }
+        View::Autoscaling(a) => {
+            let status = api
+                .get::<tideway_api_types::AutoscalingStatus>(&format!(
+                    "{}/autoscaling/status",
+                    a.path().api()
+                ))
+                .await?;
+            (
+                "live-autoscaling",
+                pages::autoscaling::status_card(Some(&status)).into_string(),
             )
         }
     })

@@ -51,6 +51,41 @@ fn decision(d: &ScaleDecision) -> Markup {
     }
 }
 
+/// "Why did it scale?": the live region of the autoscaling page.
+pub fn status_card(status: Option<&AutoscalingStatus>) -> Markup {
+    html! {
+        h2 { "Why did it scale?" }
+                @match status {
+                    None => p.muted { "The autoscaler status is unavailable." },
+                    Some(s) => {
+                        p.muted.small {
+                            @if s.enabled { (pill("ok", "enabled")) } @else { (pill("muted", "no policy")) }
+                            " stable window " (s.stable_window_secs) "s · panic window " (format!("{:.0}", s.panic_window_secs)) "s"
+                        }
+                        @if !s.versions.is_empty() {
+                            div.table-wrap { table {
+                                thead { tr { th scope="col" { "Version" } th scope="col" class="num" { "Desired" } th scope="col" class="num" { "Ready" } th scope="col" { "Mode" } th scope="col" { "Latest evaluation" } } }
+                                tbody { @for v in &s.versions {
+                                    tr {
+                                        th scope="row" { "v" (v.version) }
+                                        td.num { (v.desired) }
+                                        td.num { (v.ready) }
+                                        td { (format::wire_name(&v.mode)) }
+                                        td.small { (v.last.as_ref().map(|l| l.summary.as_str()).unwrap_or("–")) }
+                                    }
+                                } }
+                            } }
+                        }
+                        h3 { "Latest decisions" }
+                        @if s.decisions.is_empty() { p.muted { "No scaling decisions yet." } } @else {
+                            ol.decisions #decisions { @for d in &s.decisions { (decision(d)) } }
+                        }
+                    }
+                }
+
+    }
+}
+
 fn render(
     user: &User,
     path: &AppPath,
@@ -87,36 +122,7 @@ fn render(
                     }
                 }
             }
-            section.card {
-                h2 { "Why did it scale?" }
-                @match status {
-                    None => p.muted { "The autoscaler status is unavailable." },
-                    Some(s) => {
-                        p.muted.small {
-                            @if s.enabled { (pill("ok", "enabled")) } @else { (pill("muted", "no policy")) }
-                            " stable window " (s.stable_window_secs) "s · panic window " (format!("{:.0}", s.panic_window_secs)) "s"
-                        }
-                        @if !s.versions.is_empty() {
-                            div.table-wrap { table {
-                                thead { tr { th scope="col" { "Version" } th scope="col" class="num" { "Desired" } th scope="col" class="num" { "Ready" } th scope="col" { "Mode" } th scope="col" { "Latest evaluation" } } }
-                                tbody { @for v in &s.versions {
-                                    tr {
-                                        th scope="row" { "v" (v.version) }
-                                        td.num { (v.desired) }
-                                        td.num { (v.ready) }
-                                        td { (format::wire_name(&v.mode)) }
-                                        td.small { (v.last.as_ref().map(|l| l.summary.as_str()).unwrap_or("–")) }
-                                    }
-                                } }
-                            } }
-                        }
-                        h3 { "Latest decisions" }
-                        @if s.decisions.is_empty() { p.muted { "No scaling decisions yet." } } @else {
-                            ol.decisions #decisions { @for d in &s.decisions { (decision(d)) } }
-                        }
-                    }
-                }
-            }
+            section.card #live-autoscaling { (status_card(status)) }
         }
     }
 }
@@ -156,7 +162,10 @@ async fn show(
             title: &format!("Autoscaling · {}", path.app),
             nav: Nav::Autoscaling,
             app: Some((&path.ns, &path.app)),
-            live: None,
+            live: Some(format!(
+                "/live?view=autoscaling&ns={}&app={}",
+                path.ns, path.app
+            )),
         },
         body,
     ));
