@@ -502,6 +502,16 @@ pub struct TokenInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// `GET /api/v1/whoami`: the calling token, so clients show only what its role allows.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    pub name: String,
+    pub role: Role,
+    /// The namespaces the token is limited to; absent means all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+}
+
 /// Returned once, at creation: `token` is the secret and is never shown again.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenCreated {

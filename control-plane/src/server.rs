@@ -390,7 +390,11 @@ impl Server {
         tasks.spawn(builds.run(shutdown.clone()));
         tasks.close();
 
-        let router = api::router(self.state.clone());
+        // The console renders its pages by calling this very API over loopback.
+        let console = tideway_web_console::router(tideway_web_console::ConsoleConfig {
+            api_base: format!("http://{}", self.listener.local_addr()?),
+        });
+        let router = api::router_with(self.state.clone(), console);
         let serve = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let server = tokio::spawn(async move { serve.await });

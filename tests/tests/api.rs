@@ -108,6 +108,7 @@ async fn system_endpoints(backend: Backend) {
         "/api/v1/namespaces/{ns}/apps/{app}/autoscaling",
         "/api/v1/tokens",
         "/api/v1/tokens/{id}",
+        "/api/v1/whoami",
         "/api/v1/events",
         "/healthz",
         "/readyz",

@@ -109,7 +109,7 @@ pub enum CommonErrors {
         registries::list, registries::create, registries::get, registries::delete,
         registries::instances, registries::list_sync, registries::create_sync,
         registries::delete_sync,
-        tokens::list, tokens::create, tokens::revoke,
+        tokens::list, tokens::create, tokens::revoke, tokens::whoami,
         events::list,
         healthz, readyz, metrics,
     ),
@@ -133,6 +133,12 @@ impl utoipa::Modify for BearerAuth {
 
 /// The whole HTTP surface of the control plane.
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] with `pages` (the web console) merged at `/`, under the API's fallback and
+/// layers; the console's routes never overlap `/api/v1`, `/healthz`, `/readyz` or `/metrics`.
+pub fn router_with(state: Arc<AppState>, pages: Router<Arc<AppState>>) -> Router {
     let app = "/namespaces/{ns}/apps/{app}";
     let v1 = Router::new()
         .route(
@@ -222,6 +228,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{app}/metrics"), get(apps::metrics))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", delete(tokens::revoke))
+        .route("/whoami", get(tokens::whoami))
         .route("/events", get(events::list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -233,6 +240,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .nest("/api/v1", v1)
+        .merge(pages)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use serde_json::json;
-use tideway_api_types::{Page, TokenCreate, TokenCreated, TokenInfo};
+use tideway_api_types::{Page, TokenCreate, TokenCreated, TokenInfo, WhoAmI};
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery, NumberPath};
@@ -95,4 +95,15 @@ pub async fn revoke(
     // The revoked token must stop working now, not when its cache entry expires.
     s.tokens.clear();
     Ok(Json(info))
+}
+
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens",
+    responses((status = 200, description = "The calling token's name, role and namespaces", body = WhoAmI), CommonErrors),
+    security(("bearer" = [])))]
+pub async fn whoami(Extension(p): Extension<Principal>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        name: p.name,
+        role: p.role,
+        namespaces: p.namespaces,
+    })
 }
