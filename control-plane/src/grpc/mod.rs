@@ -54,13 +54,7 @@ pub struct GatewaySyncService {
 
 impl GatewaySyncService {
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let secret = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+        let secret = tools::bearer(request)
             .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
         let principal = match self.store.principal_by_hash(&secret_hash(secret)).await {
             Ok(Some(p)) => p,

@@ -33,14 +33,7 @@ impl ToolsApi {
     /// Tokens are checked when a call starts; an open stream is not cut when its token is
     /// revoked later.
     pub async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        let secret = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or(ApiError::Unauthenticated)?;
+        let secret = bearer(request).ok_or(ApiError::Unauthenticated)?;
         match self
             .state
             .store
@@ -52,6 +45,17 @@ impl ToolsApi {
             Err(e) => Err(ApiError::from(e).into()),
         }
     }
+}
+
+/// The bearer token of a request's `authorization` metadata, if any.
+pub fn bearer<T>(request: &Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
 }
 
 /// Checks that `p` may do `action` in `ns`.

@@ -139,6 +139,8 @@ pub struct Autoscaler {
     /// Releases wait on instance counts; a decision may unblock one.
     pub release_wake: Arc<Notify>,
     scalers: HashMap<(i64, u32), Scaler>,
+    /// Whether each version had requests in the last recorded second.
+    busy: HashMap<(i64, u32), bool>,
     started: i64,
 }
 
@@ -167,6 +169,7 @@ impl Autoscaler {
             runtime_wake,
             release_wake,
             scalers: HashMap::new(),
+            busy: HashMap::new(),
             started,
         }
     }
@@ -187,6 +190,7 @@ impl Autoscaler {
             .collect();
         // Versions no longer scaled lose their history and their overrides.
         self.scalers.retain(|k, _| live.contains(k));
+        self.busy.retain(|k, _| live.contains(k));
         self.board.retain(|k| live.contains(k));
         self.status.retain(|k| live.contains(k));
 
@@ -199,13 +203,24 @@ impl Autoscaler {
                     i.namespace == app.namespace && i.app == app.name && i.version == target.version
                 })
                 .collect();
-            let observed = observe(
-                &target,
-                &own,
-                requests.get(&(app.namespace.clone(), app.name.clone(), target.version)),
-                &self.custom,
-                second,
-            );
+            let key = (target.app.record.id, target.version);
+            let this_second =
+                requests.get(&(app.namespace.clone(), app.name.clone(), target.version));
+            let mut observed = observe(&target, &own, this_second, &self.custom, second);
+            // A load that starts within an idle second is diluted by the idle part of it;
+            // the requests in flight right now say what the new level is.
+            let was_idle = self.busy.get(&key).is_none_or(|b| !*b);
+            let busy = this_second.is_some_and(|r| r.requests > 0.0);
+            if was_idle && busy {
+                let live = self
+                    .gateway
+                    .inflight(&app.namespace, &app.name)
+                    .get(&target.version)
+                    .copied()
+                    .unwrap_or(0) as f64;
+                observed.concurrency = observed.concurrency.map(|c| c.max(live));
+            }
+            self.busy.insert(key, busy);
             let ready = count(own.iter().filter(|i| i.state == InstanceState::Ready));
             let started = self.started;
             let scaler = self
