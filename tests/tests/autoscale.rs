@@ -158,6 +158,21 @@ async fn scale_to_zero_and_back_on_the_next_request() {
     })
     .await;
     println!("FIGURE idle → zero instances: {} ms", idle.as_millis());
+    // The drained instance keeps running for the drain delay (a request racing the route
+    // change is still served by it); the next request must find nothing running.
+    wait_until(
+        "the last instance stopped",
+        Duration::from_secs(20),
+        || async {
+            let r = s.get(&format!("{APPS}/nap/instances")).await;
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["state"] == "stopped")
+        },
+    )
+    .await;
     assert!(
         idle >= Duration::from_secs(7),
         "reached zero after only {idle:?}"
