@@ -408,3 +408,104 @@ async fn a_self_registering_app_uses_the_injected_id_and_is_drained() {
     )
     .await;
 }
+
+/// The service IDs a Consul agent at `consul` holds for `service`.
+async fn consul_ids(consul: &str, service: &str) -> Vec<String> {
+    let mut ids: Vec<String> = consul_entries(consul, service)
+        .await
+        .iter()
+        .filter_map(|e| e["Service"]["ID"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_consul_converges_after_an_outage() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut remote = TestServer::start_with(Backend::Sqlite, &["--consul-addr", &addr])
+        .await
+        .unwrap();
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let r = s
+        .post(
+            "/api/v1/namespaces/default/registries",
+            json!({"name": "mesh", "kind": "consul", "addresses": [remote.consul_url.clone()], "token": "t0ken", "datacenter": "dc1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["has_token"], true);
+    assert!(r.body.get("token").is_none(), "secrets are write-only");
+    let r = s
+        .post(
+            APPS,
+            json!({"name": "pay", "replicas": 2, "registries": [{"registry": "mesh", "tags": ["v1"]}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let artifact = tideway_e2e::pack_dir(&tideway_e2e::repo_root().join("examples/hello"));
+    let r = s.upload("pay", artifact, "application/gzip").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = s
+        .post(
+            &format!("{APPS}/pay/releases"),
+            json!({"target_version": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let visible = wait_until(
+        "2 instances in the remote Consul",
+        Duration::from_secs(40),
+        || async { consul_ids(&remote.consul_url, "pay").await.len() == 2 },
+    )
+    .await;
+    println!(
+        "FIGURE release started → visible in the external Consul: {} ms",
+        visible.as_millis()
+    );
+    let entry = &consul_entries(&remote.consul_url, "pay").await[0];
+    assert_eq!(entry["Service"]["Meta"]["tideway-app"], "pay", "{entry}");
+    assert_eq!(entry["Service"]["Meta"]["lane"], "stable", "{entry}");
+
+    remote.kill9().await.unwrap();
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("{APPS}/pay/scale"),
+            Some(json!({"replicas": 3})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    wait_until("3 ready", Duration::from_secs(30), || async {
+        ready_ids(&s, "pay").await.len() == 3
+    })
+    .await;
+    let r = s
+        .call(
+            Method::PUT,
+            &format!("{APPS}/pay/scale"),
+            Some(json!({"replicas": 1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    wait_until("1 ready", Duration::from_secs(30), || async {
+        ready_ids(&s, "pay").await.len() == 1
+    })
+    .await;
+
+    remote.launch().await.unwrap();
+    let mut want: Vec<String> = ready_ids(&s, "pay")
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    want.sort();
+    let back = wait_until(
+        "converged after the outage",
+        Duration::from_secs(60),
+        || async { consul_ids(&remote.consul_url, "pay").await == want },
+    )
+    .await;
+    println!("FIGURE Consul back → converged: {} ms", back.as_millis());
+}
