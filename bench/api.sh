@@ -107,7 +107,8 @@ run_backend() {
     mkdir -p "$data_dir"
     SERVER_LOG="$dir/server.log"
 
-    local cmd=("$TIDEWAY_BIN" server --data-dir "$data_dir" --api-addr 127.0.0.1:0 --gateway-addr 127.0.0.1:0)
+    local cmd=("$TIDEWAY_BIN" server --data-dir "$data_dir" --api-addr 127.0.0.1:0 --gateway-addr 127.0.0.1:0
+        --grpc-addr 127.0.0.1:0 --otlp-addr 127.0.0.1:0 --eureka-addr 127.0.0.1:0 --consul-addr 127.0.0.1:0)
     if [[ -n "$db_url" ]]; then
         cmd+=(--database-url "$db_url")
     fi

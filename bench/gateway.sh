@@ -172,7 +172,8 @@ start_server() {
     DATA_DIR="$WORK_DIR/data"
     SERVER_LOG="$WORK_DIR/server.log"
     mkdir -p "$DATA_DIR"
-    local cmd=("$TIDEWAY_BIN" server --data-dir "$DATA_DIR" --api-addr 127.0.0.1:0)
+    local cmd=("$TIDEWAY_BIN" server --data-dir "$DATA_DIR" --api-addr 127.0.0.1:0
+        --grpc-addr 127.0.0.1:0 --otlp-addr 127.0.0.1:0 --eureka-addr 127.0.0.1:0 --consul-addr 127.0.0.1:0)
     if [[ -n "$gateway_addr" ]]; then
         cmd+=(--gateway-addr "$gateway_addr")
     fi

@@ -225,12 +225,7 @@ pub fn is_managed(metadata: &BTreeMap<String, String>) -> bool {
 
 /// The wire name of a status in reports.
 pub fn status_name(status: InstanceStatus) -> &'static str {
-    match status {
-        InstanceStatus::Up => "UP",
-        InstanceStatus::OutOfService => "OUT_OF_SERVICE",
-        InstanceStatus::Down => "DOWN",
-        InstanceStatus::Starting => "STARTING",
-    }
+    crate::model::EurekaStatus::from(status).as_str()
 }
 
 /// Parses a status name (Eureka spelling, case-insensitive).

@@ -2,7 +2,20 @@
 //! bounds and with the stable version's figures over the same interval.
 
 use chrono::{DateTime, Utc};
-use tideway_api_types::{Analysis, AnalysisCheck, CheckFigures, CheckOutcome, InsufficientTraffic};
+use tideway_api_types::{
+    Analysis, AnalysisCheck, CheckFigures, CheckOutcome, InsufficientTraffic, Strategy,
+};
+
+/// The analysis a strategy runs, if any.
+pub fn analysis_of(strategy: &Strategy) -> Option<&Analysis> {
+    match strategy {
+        Strategy::Immediate => None,
+        Strategy::Canary(c) => c.analysis.as_ref(),
+        Strategy::Gray(g) => g.analysis.as_ref(),
+        Strategy::Batch(b) => b.analysis.as_ref(),
+        Strategy::BlueGreen(bg) => bg.analysis.as_ref(),
+    }
+}
 
 /// One analysis check over one interval, timed `now`.
 ///

@@ -21,7 +21,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use analysis::analyze;
+pub use analysis::{analysis_of, analyze};
 pub use control::{control, Control, ControlError};
 pub use machine::{step, Observed, TargetStatus, Transition};
 pub use plan::plan;

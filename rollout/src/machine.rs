@@ -171,13 +171,7 @@ impl<'a> Walk<'a> {
         if self.is_switch() {
             return None;
         }
-        match &self.release.strategy {
-            Strategy::Immediate => None,
-            Strategy::Canary(c) => c.analysis.as_ref(),
-            Strategy::Gray(g) => g.analysis.as_ref(),
-            Strategy::Batch(b) => b.analysis.as_ref(),
-            Strategy::BlueGreen(bg) => bg.analysis.as_ref(),
-        }
+        crate::analysis::analysis_of(&self.release.strategy)
     }
 
     /// Ready instances (both versions) a batch release keeps, at most the app's replicas.

@@ -26,19 +26,21 @@ pub struct Placement {
     pub release_owned: bool,
 }
 
-/// The context of a release of `app`: the app's size and the version serving before the
-/// release started.
-pub fn context_of(app: &App, release: &Release) -> Context {
+/// The context of a release of `app` (`None`: one about to start): the app's size and the
+/// version serving before the release started.
+pub fn context_of(app: &App, release: Option<&Release>) -> Context {
     Context {
         replicas: app.replicas.max(1),
-        stable_version: release.progress.stable_version.or(app.current_version),
+        stable_version: release
+            .and_then(|r| r.progress.stable_version)
+            .or(app.current_version),
     }
 }
 
 /// The active release's routing, when it has one.
 pub fn release_routing(app: &AppRouting) -> Option<Routing> {
     let release = app.release.as_ref()?;
-    tideway_rollout::routing(release, &context_of(&app.record.app, release))
+    tideway_rollout::routing(release, &context_of(&app.record.app, Some(release)))
 }
 
 pub fn place(app: &AppRouting) -> Placement {

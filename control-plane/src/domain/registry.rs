@@ -159,9 +159,14 @@ pub fn registrations(apps: &[AppRouting], instances: &[Instance]) -> Vec<Planned
                     InstanceState::Draining => InstanceStatus::OutOfService,
                     _ => continue,
                 };
-                let Some((address, port)) = i.address.as_deref().and_then(split_addr) else {
+                let Some(addr) = i
+                    .address
+                    .as_deref()
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                else {
                     continue;
                 };
+                let (address, port) = (addr.ip().to_string(), addr.port());
                 let metadata: BTreeMap<String, String> = [
                     ("tideway-namespace", a.namespace.clone()),
                     ("tideway-app", a.name.clone()),
@@ -286,9 +291,4 @@ pub fn self_env(app: &AppRouting, version: u32, dir: &Directory) -> BTreeMap<Str
         env.insert("TIDEWAY_LANE".into(), lane.into());
     }
     env
-}
-
-fn split_addr(addr: &str) -> Option<(String, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    Some((host.to_string(), port.parse().ok()?))
 }

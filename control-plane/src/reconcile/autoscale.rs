@@ -7,7 +7,7 @@
 //! app at zero is decided at once, not at the next tick.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,9 +23,9 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::{lock, stored_names};
 use crate::clock::Clock;
 use crate::domain::event::NewEvent;
-use crate::domain::name::Name;
 use crate::domain::placement::place;
 use crate::domain::Invalid;
 use crate::runtime::RuntimeDriver;
@@ -39,10 +39,6 @@ pub const EVENT_KIND: &str = "Autoscaled";
 const TICK_OFFSET_MS: u64 = 120;
 /// Custom metric values older than this are no data.
 const CUSTOM_MAX_AGE_SECS: i64 = 10;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The autoscaler's counts for versions other than an app's serving one, by (app id,
 /// version). Lost on restart by design: those versions then start from their placement's
@@ -204,8 +200,10 @@ impl Autoscaler {
                 })
                 .collect();
             let key = (target.app.record.id, target.version);
-            let this_second =
-                requests.get(&(app.namespace.clone(), app.name.clone(), target.version));
+            let this_second = requests
+                .get(&app.namespace)
+                .and_then(|apps| apps.get(&app.name))
+                .and_then(|versions| versions.get(&target.version));
             let mut observed = observe(&target, &own, this_second, &self.custom, second);
             // A load that starts within an idle second is diluted by the idle part of it;
             // the requests in flight right now say what the new level is.
@@ -254,10 +252,17 @@ impl Autoscaler {
 
     /// Request metrics of every (namespace, app, version) in the closed second, instances
     /// summed.
-    fn request_seconds(&self, second: i64) -> HashMap<(String, String, u32), RequestSecond> {
-        let mut out: HashMap<(String, String, u32), RequestSecond> = HashMap::new();
+    /// Keyed by namespace, then app, so the tick looks each app up without allocating.
+    fn request_seconds(&self, second: i64) -> RequestSeconds {
+        let mut out = RequestSeconds::new();
         for s in self.gateway.export_second(second) {
-            let entry = out.entry((s.namespace, s.app, s.version)).or_default();
+            let entry = out
+                .entry(s.namespace)
+                .or_default()
+                .entry(s.app)
+                .or_default()
+                .entry(s.version)
+                .or_default();
             entry.requests += s.requests as f64;
             entry.concurrency += s.busy_ns as f64 / 1e9;
         }
@@ -294,7 +299,7 @@ impl Autoscaler {
                 .set(target.app.record.id, target.version, decision.desired);
             return self.store.append_event(event).await.map(|_| ());
         }
-        let (ns, name) = names(&app.namespace, &app.name)?;
+        let (ns, name) = stored_names(&app.namespace, &app.name)?;
         let desired = decision.desired;
         let change = move |a: &mut tideway_api_types::App| -> Result<NewEvent, Invalid> {
             a.replicas = desired;
@@ -308,7 +313,7 @@ impl Autoscaler {
 
     /// A request arrived for an app with no ready instance.
     pub async fn activate(&mut self, request: &Activation) -> Result<(), StoreError> {
-        let (ns, name) = match names(&request.namespace, &request.app) {
+        let (ns, name) = match stored_names(&request.namespace, &request.app) {
             Ok(n) => n,
             Err(_) => return Ok(()),
         };
@@ -387,13 +392,6 @@ impl Autoscaler {
                 },
             }
         }
-    }
-}
-
-fn names(ns: &str, app: &str) -> Result<(Name, Name), StoreError> {
-    match (Name::parse(ns), Name::parse(app)) {
-        (Ok(ns), Ok(app)) => Ok((ns, app)),
-        _ => Err(StoreError::Corrupt(format!("stored name {ns}/{app}"))),
     }
 }
 
@@ -520,6 +518,9 @@ fn observe(
         custom,
     }
 }
+
+/// Request figures of one closed second by namespace, app and version.
+type RequestSeconds = HashMap<String, HashMap<String, BTreeMap<u32, RequestSecond>>>;
 
 /// One version's gateway figures in one second.
 #[derive(Debug, Default, Clone, Copy)]

@@ -6,7 +6,7 @@
 //! self-registering instances out of their registry when they start draining.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,22 +15,19 @@ use tideway_api_types::{
 };
 use tideway_registry_bridge::{
     Connector, ConsulClient, ConsulConfig, DesiredRegistration, EurekaClient, EurekaConfig,
-    InstanceStatus, Registry, Remote, SyncJob, SyncSpec,
+    Registry, Remote, SyncJob, SyncSpec,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::lock;
 use crate::clock::Clock;
 use crate::domain::registry::{registrations, self_drains, Directory, Planned, BUILTIN};
 use crate::runtime::{RuntimeDriver, RuntimeEvent};
-use crate::store::{RegistryObjectKind, Store, StoreError};
+use crate::store::{RegistryObject, RegistryObjectKind, Store, StoreError};
 
 const RESYNC: Duration = Duration::from_secs(1);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// What the API shows of the bridge, and how it wakes it.
 pub struct BridgeView {
@@ -93,7 +90,7 @@ impl BridgeView {
                     instance_id: i.instance_id,
                     address: i.address,
                     port: i.port,
-                    status: status_name(i.status).into(),
+                    status: tideway_registry_bridge::desired::status_name(i.status).into(),
                     metadata: i.metadata,
                     origin: format!("{:?}", i.origin).to_lowercase(),
                 })
@@ -108,7 +105,7 @@ impl BridgeView {
                         instance_id: r.instance_id.clone(),
                         address: r.address.clone(),
                         port: r.port,
-                        status: status_name(r.status).into(),
+                        status: tideway_registry_bridge::desired::status_name(r.status).into(),
                         metadata: r.metadata.clone(),
                         origin: "platform".into(),
                     })
@@ -133,15 +130,6 @@ impl BridgeView {
             builtin_consul: self.consul_url.clone(),
             connections,
         })
-    }
-}
-
-fn status_name(s: InstanceStatus) -> &'static str {
-    match s {
-        InstanceStatus::Up => "UP",
-        InstanceStatus::OutOfService => "OUT_OF_SERVICE",
-        InstanceStatus::Down => "DOWN",
-        InstanceStatus::Starting => "STARTING",
     }
 }
 
@@ -232,7 +220,7 @@ impl Bridge {
             .list_registry_objects(None, RegistryObjectKind::Connection)
             .await?;
         let mut seen = Vec::new();
-        for o in stored {
+        for o in &stored {
             let key = (o.namespace.clone(), o.name.clone());
             seen.push(key.clone());
             let rebuild = self
@@ -283,7 +271,7 @@ impl Bridge {
             }
         }
 
-        self.run_syncs(now).await
+        self.run_syncs(&stored, now).await
     }
 
     fn publish<S: serde::Serialize>(
@@ -297,17 +285,22 @@ impl Bridge {
         lock(&self.view.desired).insert(key.clone(), desired);
     }
 
-    async fn run_syncs(&mut self, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    /// Runs every sync job once; `connections` are this pass's stored connections.
+    async fn run_syncs(
+        &mut self,
+        connections: &[RegistryObject],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
         let stored = self
             .store
             .list_registry_objects(None, RegistryObjectKind::Sync)
             .await?;
-        let connections: HashMap<(String, String), RegistryConnectionCreate> = self
-            .store
-            .list_registry_objects(None, RegistryObjectKind::Connection)
-            .await?
-            .into_iter()
-            .filter_map(|o| Some(((o.namespace, o.name), serde_json::from_value(o.spec).ok()?)))
+        let connections: HashMap<(String, String), RegistryConnectionCreate> = connections
+            .iter()
+            .filter_map(|o| {
+                let spec = serde_json::from_value(o.spec.clone()).ok()?;
+                Some(((o.namespace.clone(), o.name.clone()), spec))
+            })
             .collect();
         let mut seen = Vec::new();
         for o in stored {

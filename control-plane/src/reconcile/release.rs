@@ -12,16 +12,14 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use tideway_api_types::{
-    Analysis, CheckFigures, InstanceState, MetricSeries, Release, Strategy, VersionState,
-};
+use tideway_api_types::{CheckFigures, InstanceState, MetricSeries, Release, VersionState};
 use tideway_gateway::route::RouteTable;
 use tideway_gateway::GatewayMetrics;
 use tideway_rollout::Observed;
 
+use super::stored_names;
 use crate::clock::Clock;
 use crate::domain::event::NewEvent;
-use crate::domain::name::Name;
 use crate::domain::placement::context_of;
 use crate::domain::release::{state_str, TargetStatus};
 use crate::runtime::RuntimeDriver;
@@ -65,9 +63,9 @@ impl ReleaseReconciler {
         let mut applied = 0;
         // Bounded: a release has at most a few hundred steps, and each pass re-observes.
         for _ in 0..64 {
-            let (ns, app) = names(&release)?;
+            let (ns, app) = stored_names(&release.namespace, &release.app)?;
             let record = self.store.get_app(&ns, &app).await?;
-            let ctx = context_of(&record.app, &release);
+            let ctx = context_of(&record.app, Some(&release));
             let now = self.clock.now();
             let observed = self.observe(&release, ctx.stable_version, now).await?;
             let Some(transition) = tideway_rollout::step(&release, &ctx, &observed, now) else {
@@ -115,7 +113,7 @@ impl ReleaseReconciler {
         stable_version: Option<u32>,
         now: DateTime<Utc>,
     ) -> Result<Observed, StoreError> {
-        let (ns, app) = names(release)?;
+        let (ns, app) = stored_names(&release.namespace, &release.app)?;
         let version = self
             .store
             .get_version(&ns, &app, release.target_version)
@@ -188,7 +186,7 @@ impl ReleaseReconciler {
         now: DateTime<Utc>,
     ) -> Option<(CheckFigures, CheckFigures)> {
         let due = release.progress.next_check_at?;
-        let spec = analysis_of(&release.strategy)?;
+        let spec = tideway_rollout::analysis_of(&release.strategy)?;
         if (now - due).num_milliseconds() < CLOSE_MARGIN_MS {
             return None;
         }
@@ -213,27 +211,6 @@ impl ReleaseReconciler {
             self.step().await.map(|_| ()).map_err(|e| e.to_string())
         })
         .await;
-    }
-}
-
-fn names(release: &Release) -> Result<(Name, Name), StoreError> {
-    match (Name::parse(&release.namespace), Name::parse(&release.app)) {
-        (Ok(ns), Ok(app)) => Ok((ns, app)),
-        _ => Err(StoreError::Corrupt(format!(
-            "stored name {}/{}",
-            release.namespace, release.app
-        ))),
-    }
-}
-
-/// The analysis a strategy runs, if any.
-pub fn analysis_of(strategy: &Strategy) -> Option<&Analysis> {
-    match strategy {
-        Strategy::Immediate => None,
-        Strategy::Canary(c) => c.analysis.as_ref(),
-        Strategy::Gray(g) => g.analysis.as_ref(),
-        Strategy::Batch(b) => b.analysis.as_ref(),
-        Strategy::BlueGreen(b) => b.analysis.as_ref(),
     }
 }
 

@@ -13,7 +13,6 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::placement::place;
-use crate::domain::traffic::referenced_versions;
 use crate::runtime::{RuntimeDriver, RuntimeEvent};
 use crate::store::{AppRouting, Store};
 
@@ -28,8 +27,8 @@ pub fn build_table(apps: &[AppRouting], instances: &[Instance]) -> RouteTable {
             let app = &a.record.app;
             let placement = place(a);
             let mut numbers: BTreeSet<u32> = app.current_version.into_iter().collect();
+            // The placement runs every version its split names.
             numbers.extend(placement.replicas.keys().copied());
-            numbers.extend(referenced_versions(&placement.traffic));
             let versions = numbers
                 .into_iter()
                 .map(|version| VersionRoute {

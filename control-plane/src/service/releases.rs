@@ -57,10 +57,7 @@ pub async fn plan(
         Err(StoreError::NotFound { .. }) => return Err(no_version(body.target_version)),
         Err(e) => return Err(e.into()),
     }
-    let ctx = tideway_rollout::Context {
-        replicas: record.app.replicas.max(1),
-        stable_version: record.app.current_version,
-    };
+    let ctx = context_of(&record.app, None);
     Ok(tideway_rollout::plan(&strategy, body.target_version, &ctx))
 }
 
@@ -119,7 +116,7 @@ pub async fn control(
     loop {
         let release = s.store.get_release(ns, app, id).await?;
         let record = s.store.get_app(ns, app).await?;
-        let ctx = context_of(&record.app, &release);
+        let ctx = context_of(&record.app, Some(&release));
         let transition =
             tideway_rollout::control(&release, &ctx, control, s.clock.now()).map_err(|e| {
                 ApiError::Conflict {
